@@ -1,0 +1,7 @@
+//! ferry's sync engine.
+//!
+//! Bytes enter through the replication sessions, are decoded by the sans-IO codecs, routed to
+//! the target node that owns their slot and leave through a node writer. This crate grows one
+//! module per stage; see ARCHITECTURE.md for the code map.
+
+pub mod route;
