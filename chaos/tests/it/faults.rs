@@ -1,0 +1,1 @@
+//! Fault primitive tests (real servers).
