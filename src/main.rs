@@ -1,1 +1,40 @@
-fn main() {}
+//! `ferry`: copy a live Redis Cluster into another and prove the copy exact.
+//!
+//! This binary is thin: it parses the command line, builds configs and prints results; the
+//! work lives in the workspace's library crates.
+
+mod lab;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start, inspect and stop local source and target clusters to try ferry by hand.
+    Lab(lab::LabArgs),
+}
+
+/// Exit code when a command could not do its work (bad input, unreachable server, ...).
+const EXIT_FAILURE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Lab(args) => lab::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
