@@ -95,7 +95,7 @@ fn lab_up_status_down_round_trip() {
         ferry_fixtures::conn::poll(
             "lab server to go",
             std::time::Duration::from_secs(5),
-            || (!ferry_fixtures::pid_alive(pid) || is_zombie(pid)).then_some(()),
+            || (ferry_fixtures::process_state(pid).is_none_or(|state| state == 'Z')).then_some(()),
         )
         .unwrap();
     }
@@ -103,18 +103,6 @@ fn lab_up_status_down_round_trip() {
 
     let gone = ferry(&lab, &["lab", "status"]);
     assert_eq!(gone.status.code(), Some(2));
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            stat.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
 }
 
 #[test]
