@@ -4,4 +4,6 @@
 //! the target node that owns their slot and leave through a node writer. This crate grows one
 //! module per stage; see ARCHITECTURE.md for the code map.
 
+pub mod replica;
+pub mod resp;
 pub mod route;
