@@ -1,5 +1,8 @@
-//! Replication from one source master: the identifiers its replication stream carries.
+//! Replication from one source master: the identifiers its replication stream carries, and
+//! the session that registers as its replica and reads that stream.
 
 mod ids;
+mod session;
 
 pub use ids::{InvalidReplId, ReplId, ReplOffset};
+pub use session::{Credentials, PsyncFrom, Session, SessionConfig, SessionError, SessionEvent};

@@ -1,0 +1,3 @@
+//! Engine behaviour against real servers.
+
+mod replica;
