@@ -4,6 +4,10 @@
 //! the target node that owns their slot and leave through a node writer. This crate grows one
 //! module per stage; see ARCHITECTURE.md for the code map.
 
+pub mod apply;
+pub mod deployment;
+pub mod endpoint;
+pub mod link;
 pub mod replica;
 pub mod resp;
 pub mod route;

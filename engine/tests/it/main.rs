@@ -1,3 +1,4 @@
 //! Engine behaviour against real servers.
 
+mod apply;
 mod replica;

@@ -1,0 +1,464 @@
+//! Where bytes leave: writes routed to the target master that owns their slot, pipelined,
+//! every reply checked, redirections and transient refusals retried without reordering.
+//!
+//! The unit of work is a [`WriteGroup`]: the commands that rebuild one key, idempotent as a
+//! whole (it begins with `DEL` or is a `RESTORE ... REPLACE`). [`Applier::apply`] sends a batch
+//! of groups, one pipeline per master, all masters at once; a group that meets `MOVED`, `ASK`,
+//! `TRYAGAIN`, `CLUSTERDOWN`, `LOADING` or `OOM` is sent again, whole, after the topology is
+//! refreshed or after a backoff. Every later group of the same slot in that pipeline is sent
+//! again with it, so a key's writes are never applied out of order. Any other error reply
+//! stops the apply with the key, the command and the reason.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::task::JoinSet;
+
+use crate::deployment::{Deployment, DiscoverError};
+use crate::link::{Link, LinkError};
+use crate::resp::{Command, Frame};
+use crate::route::{NodeAddr, Slot};
+
+/// The commands that rebuild one key; applying the whole group again leaves the key as one
+/// application does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteGroup {
+    pub key: Bytes,
+    pub commands: Vec<Command>,
+}
+
+impl WriteGroup {
+    pub fn new(key: impl Into<Bytes>, commands: Vec<Command>) -> Self {
+        WriteGroup {
+            key: key.into(),
+            commands,
+        }
+    }
+
+    pub fn slot(&self) -> Slot {
+        Slot::of_key(&self.key)
+    }
+}
+
+/// Tunables of an [`Applier`].
+#[derive(Debug, Clone)]
+pub struct ApplyConfig {
+    pub connect_timeout: Duration,
+    /// Redirections (`MOVED`/`ASK`) one group may meet before the apply gives up.
+    pub max_redirects: u32,
+    /// Consecutive failed rounds on lost connections before the apply gives up.
+    pub max_link_failures: u32,
+    /// First and longest pause before resending refused writes (`OOM`, `LOADING`, ...).
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for ApplyConfig {
+    fn default() -> Self {
+        ApplyConfig {
+            connect_timeout: Duration::from_secs(5),
+            max_redirects: 16,
+            max_link_failures: 10,
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why writes could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("target rejected {command} for key {key}: {reply}")]
+    Rejected {
+        key: String,
+        command: String,
+        reply: String,
+    },
+    #[error("key {key} was redirected {count} times; the target's slots keep moving")]
+    Redirects { key: String, count: u32 },
+    #[error("no target master serves slot {slot} (key {key})")]
+    Uncovered { key: String, slot: Slot },
+    #[error("target unreachable after {attempts} attempts: {source}")]
+    Link { attempts: u32, source: LinkError },
+    #[error("refreshing the target topology: {0}")]
+    Discover(#[from] DiscoverError),
+}
+
+/// Counters of what an [`Applier`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub groups: u64,
+    pub commands: u64,
+    pub bytes: u64,
+    pub redirects: u64,
+    /// Groups sent again after a refusal (`OOM`, `LOADING`, `TRYAGAIN`, lost connection).
+    pub retries: u64,
+    pub topology_refreshes: u64,
+}
+
+/// Where a group goes in the next round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    /// The master the topology says owns the slot.
+    Owner,
+    /// The node an `ASK` named, with `ASKING` before each command.
+    Ask(NodeAddr),
+}
+
+struct Pending {
+    group: WriteGroup,
+    route: Route,
+    redirects: u32,
+}
+
+/// What one reply says about the group it belongs to.
+enum Verdict {
+    Ok,
+    Moved,
+    Ask(NodeAddr),
+    /// Refused for now: try again after a pause. `refresh` when the topology may have changed.
+    Later {
+        refresh: bool,
+        reason: String,
+    },
+    Fatal(String),
+}
+
+/// Applies write groups to one target deployment.
+pub struct Applier {
+    target: Deployment,
+    links: HashMap<NodeAddr, Link>,
+    config: ApplyConfig,
+    stats: ApplyStats,
+}
+
+impl Applier {
+    pub fn new(target: Deployment, config: ApplyConfig) -> Self {
+        Applier {
+            target,
+            links: HashMap::new(),
+            config,
+            stats: ApplyStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &ApplyStats {
+        &self.stats
+    }
+
+    pub fn target(&self) -> &Deployment {
+        &self.target
+    }
+
+    /// Applies every group, in order per slot; returns once all are acknowledged.
+    pub async fn apply(&mut self, groups: Vec<WriteGroup>) -> Result<(), ApplyError> {
+        self.stats.groups += groups.len() as u64;
+        let mut pending: Vec<Pending> = groups
+            .into_iter()
+            .map(|group| Pending {
+                group,
+                route: Route::Owner,
+                redirects: 0,
+            })
+            .collect();
+        let mut backoff = self.config.min_backoff;
+        let mut link_failures = 0;
+        while !pending.is_empty() {
+            let round = self.round(pending).await?;
+            pending = round.retry;
+            let link_lost = round.link_error.is_some();
+            if let Some(source) = round.link_error {
+                link_failures += 1;
+                if link_failures > self.config.max_link_failures {
+                    return Err(ApplyError::Link {
+                        attempts: link_failures,
+                        source,
+                    });
+                }
+                tracing::warn!(error = %source, attempt = link_failures, "target link lost, resending");
+            } else {
+                link_failures = 0;
+            }
+            if round.refresh {
+                self.refresh().await?;
+            }
+            if let Some(reason) = round.wait {
+                tracing::warn!(%reason, pause = ?backoff, groups = pending.len(), "target refused writes, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(self.config.max_backoff);
+            } else if link_lost {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(self.config.max_backoff);
+            } else {
+                backoff = self.config.min_backoff;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rediscovers the target's slots from its seed endpoint.
+    async fn refresh(&mut self) -> Result<(), ApplyError> {
+        let fresh =
+            Deployment::discover(&self.target.endpoint, self.config.connect_timeout).await?;
+        self.stats.topology_refreshes += 1;
+        self.links
+            .retain(|addr, _| fresh.topology.shards.iter().any(|s| &s.master == addr));
+        self.target = fresh;
+        Ok(())
+    }
+
+    /// Sends every pending group once; says what to send again.
+    async fn round(&mut self, pending: Vec<Pending>) -> Result<Round, ApplyError> {
+        // Group by destination, keeping the original order within each.
+        let mut by_node: Vec<(NodeAddr, Vec<Pending>)> = Vec::new();
+        for p in pending {
+            let addr = match &p.route {
+                Route::Ask(addr) => addr.clone(),
+                Route::Owner => {
+                    let slot = p.group.slot();
+                    match self.target.topology.owner(slot) {
+                        Some(shard) => shard.master.clone(),
+                        None => {
+                            return Err(ApplyError::Uncovered {
+                                key: printable(&p.group.key),
+                                slot,
+                            })
+                        }
+                    }
+                }
+            };
+            match by_node.iter_mut().find(|(a, _)| *a == addr) {
+                Some((_, list)) => list.push(p),
+                None => by_node.push((addr, vec![p])),
+            }
+        }
+
+        let mut tasks = JoinSet::new();
+        for (index, (addr, list)) in by_node.iter().enumerate() {
+            let link = self.links.remove(addr);
+            let credentials = self.target.endpoint.credentials.clone();
+            let timeout = self.config.connect_timeout;
+            let addr = addr.clone();
+            let mut argv_count = 0u64;
+            let mut bytes = 0u64;
+            let mut commands = Vec::new();
+            for p in list {
+                for command in &p.group.commands {
+                    if matches!(p.route, Route::Ask(_)) {
+                        commands.push(Command::new("ASKING"));
+                    }
+                    argv_count += 1;
+                    bytes += command.encoded_len() as u64;
+                    commands.push(command.clone());
+                }
+            }
+            self.stats.commands += argv_count;
+            self.stats.bytes += bytes;
+            tasks.spawn(async move {
+                let mut link = match link {
+                    Some(link) => link,
+                    None => {
+                        Link::connect(&addr.host, addr.port, credentials.as_ref(), timeout).await?
+                    }
+                };
+                for command in &commands {
+                    link.queue_command(command);
+                }
+                let replies = link.exchange().await?;
+                Ok::<_, LinkError>((index, link, replies))
+            });
+        }
+        let mut results: Vec<Option<Vec<Frame>>> = vec![None; by_node.len()];
+        let mut link_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined.expect("apply task panicked") {
+                Ok((index, link, replies)) => {
+                    self.links.insert(by_node[index].0.clone(), link);
+                    results[index] = Some(replies);
+                }
+                Err(e) => link_error = Some(e),
+            }
+        }
+
+        let mut round = Round {
+            retry: Vec::new(),
+            refresh: false,
+            wait: None,
+            link_error,
+        };
+        let mut retry_order = Vec::new();
+        for ((_, list), replies) in by_node.into_iter().zip(results) {
+            let Some(replies) = replies else {
+                // The connection failed: everything it carried goes again, after a refresh.
+                round.refresh = true;
+                self.stats.retries += list.len() as u64;
+                retry_order.extend(list);
+                continue;
+            };
+            let mut replies = replies.into_iter();
+            let mut tainted: Vec<Slot> = Vec::new();
+            for mut p in list {
+                let asking = matches!(p.route, Route::Ask(_));
+                let mut verdict = Verdict::Ok;
+                for command in &p.group.commands {
+                    if asking {
+                        replies.next();
+                    }
+                    let reply = replies.next().expect("one reply per command");
+                    if let (Verdict::Ok, Frame::Error(message)) = (&verdict, &reply) {
+                        verdict = classify(message, command, &p.group.key);
+                    }
+                }
+                let slot = p.group.slot();
+                if matches!(verdict, Verdict::Ok) && !tainted.contains(&slot) {
+                    continue;
+                }
+                tainted.push(slot);
+                match verdict {
+                    Verdict::Ok => p.route = Route::Owner,
+                    Verdict::Moved => {
+                        round.refresh = true;
+                        p.route = Route::Owner;
+                        p.redirects += 1;
+                        self.stats.redirects += 1;
+                    }
+                    Verdict::Ask(addr) => {
+                        p.route = Route::Ask(addr);
+                        p.redirects += 1;
+                        self.stats.redirects += 1;
+                    }
+                    Verdict::Later { refresh, reason } => {
+                        round.refresh |= refresh;
+                        round.wait = Some(reason);
+                        p.route = Route::Owner;
+                        self.stats.retries += 1;
+                    }
+                    Verdict::Fatal(message) => {
+                        return Err(ApplyError::Rejected {
+                            key: printable(&p.group.key),
+                            command: String::from_utf8_lossy(
+                                p.group
+                                    .commands
+                                    .first()
+                                    .map(Command::name)
+                                    .unwrap_or_default(),
+                            )
+                            .to_ascii_uppercase(),
+                            reply: message,
+                        })
+                    }
+                }
+                if p.redirects > self.config.max_redirects {
+                    return Err(ApplyError::Redirects {
+                        key: printable(&p.group.key),
+                        count: p.redirects,
+                    });
+                }
+                retry_order.push(p);
+            }
+        }
+        round.retry = retry_order;
+        Ok(round)
+    }
+}
+
+struct Round {
+    retry: Vec<Pending>,
+    refresh: bool,
+    /// Why the next round must wait, if it must.
+    wait: Option<String>,
+    link_error: Option<LinkError>,
+}
+
+/// What an error reply means for the group that got it.
+fn classify(message: &Bytes, command: &Command, key: &Bytes) -> Verdict {
+    let text = String::from_utf8_lossy(message);
+    let code = text.split(' ').next().unwrap_or_default();
+    match code {
+        "MOVED" => Verdict::Moved,
+        "ASK" => match text.split(' ').nth(2).and_then(parse_addr) {
+            Some(addr) => Verdict::Ask(addr),
+            None => Verdict::Fatal(text.into_owned()),
+        },
+        "TRYAGAIN" | "LOADING" | "BUSY" | "MASTERDOWN" => Verdict::Later {
+            refresh: false,
+            reason: text.into_owned(),
+        },
+        "CLUSTERDOWN" => Verdict::Later {
+            refresh: true,
+            reason: text.into_owned(),
+        },
+        "OOM" => Verdict::Later {
+            refresh: false,
+            reason: format!(
+                "{text} (key {}, {}); raise maxmemory on the target",
+                printable(key),
+                String::from_utf8_lossy(command.name()).to_ascii_uppercase()
+            ),
+        },
+        _ => Verdict::Fatal(text.into_owned()),
+    }
+}
+
+/// `host:port` as a redirection names it.
+fn parse_addr(text: &str) -> Option<NodeAddr> {
+    let (host, port) = text.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some(NodeAddr::new(host, port.parse().ok()?))
+}
+
+/// A key for messages: as is when it is printable UTF-8, escaped otherwise.
+pub fn printable(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
+        _ => key.escape_ascii().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(reply: &str) -> Verdict {
+        classify(
+            &Bytes::from(reply.to_string()),
+            &Command::new("SET").arg("k").arg("v"),
+            &Bytes::from_static(b"k"),
+        )
+    }
+
+    #[test]
+    fn error_replies_are_classified() {
+        assert!(matches!(
+            verdict("MOVED 3999 127.0.0.1:6381"),
+            Verdict::Moved
+        ));
+        match verdict("ASK 3999 127.0.0.1:6381") {
+            Verdict::Ask(addr) => assert_eq!(addr, NodeAddr::new("127.0.0.1", 6381)),
+            _ => panic!("ASK not recognised"),
+        }
+        assert!(matches!(
+            verdict("TRYAGAIN Multiple keys request during rehashing of slot"),
+            Verdict::Later { refresh: false, .. }
+        ));
+        assert!(matches!(
+            verdict("CLUSTERDOWN The cluster is down"),
+            Verdict::Later { refresh: true, .. }
+        ));
+        match verdict("OOM command not allowed when used memory > 'maxmemory'.") {
+            Verdict::Later { reason, .. } => assert!(reason.contains("key k, SET"), "{reason}"),
+            _ => panic!("OOM not retried"),
+        }
+        assert!(matches!(
+            verdict("WRONGTYPE Operation against a key holding the wrong kind of value"),
+            Verdict::Fatal(_)
+        ));
+    }
+
+    #[test]
+    fn keys_print_escaped_when_binary() {
+        assert_eq!(printable(b"user:1"), "user:1");
+        assert_eq!(printable(b"a\x00\xff\n"), "a\\x00\\xff\\n");
+    }
+}
