@@ -4,6 +4,7 @@
 //! work lives in the workspace's library crates.
 
 mod lab;
+mod precheck;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Start, inspect and stop local source and target clusters to try ferry by hand.
     Lab(lab::LabArgs),
+    /// Check that a sync from source to target can start, and how to fix what blocks it.
+    Precheck(precheck::PrecheckArgs),
 }
 
 /// Exit code when a command could not do its work (bad input, unreachable server, ...).
@@ -28,10 +31,11 @@ const EXIT_FAILURE: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Lab(args) => lab::run(args),
+        Command::Lab(args) => lab::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Precheck(args) => precheck::run(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(EXIT_FAILURE)

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod deployment;
 pub mod endpoint;
 pub mod link;
+pub mod precheck;
 pub mod replica;
 pub mod resp;
 pub mod route;

@@ -1,4 +1,5 @@
 //! Engine behaviour against real servers.
 
 mod apply;
+mod precheck;
 mod replica;
