@@ -3,8 +3,11 @@
 //! This binary is thin: it parses the command line, builds configs and prints results; the
 //! work lives in the workspace's library crates.
 
+mod demo;
+mod endpoints;
 mod lab;
 mod precheck;
+mod sync;
 
 use std::process::ExitCode;
 
@@ -21,8 +24,12 @@ struct Cli {
 enum Command {
     /// Start, inspect and stop local source and target clusters to try ferry by hand.
     Lab(lab::LabArgs),
+    /// Start local source and target clusters, load sample data, sync, check, clean up.
+    Demo(demo::DemoArgs),
     /// Check that a sync from source to target can start, and how to fix what blocks it.
     Precheck(precheck::PrecheckArgs),
+    /// Copy a source deployment into a target deployment.
+    Sync(sync::SyncArgs),
 }
 
 /// Exit code when a command could not do its work (bad input, unreachable server, ...).
@@ -33,6 +40,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Lab(args) => lab::run(args).map(|()| ExitCode::SUCCESS),
         Command::Precheck(args) => precheck::run(args),
+        Command::Sync(args) => sync::run(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,

@@ -5,17 +5,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ferry_engine::endpoint::Endpoint;
 use ferry_engine::precheck::{self, Existing, Options, Status};
+
+use crate::endpoints::EndpointArgs;
 
 #[derive(Args)]
 pub struct PrecheckArgs {
-    /// Source deployment: redis://[user:password@]host:port
-    #[arg(long)]
-    source: String,
-    /// Target deployment: redis://[user:password@]host:port
-    #[arg(long)]
-    target: String,
+    #[command(flatten)]
+    endpoints: EndpointArgs,
     /// What a sync would do with keys already on the target.
     #[arg(long, value_enum, default_value = "fail")]
     existing: ExistingArg,
@@ -40,8 +37,7 @@ enum ExistingArg {
 const EXIT_FAILED: u8 = 1;
 
 pub fn run(args: PrecheckArgs) -> Result<ExitCode> {
-    let source = Endpoint::parse(&args.source).context("--source")?;
-    let target = Endpoint::parse(&args.target).context("--target")?;
+    let (source, target) = args.endpoints.resolve()?;
     let options = Options {
         existing: match args.existing {
             ExistingArg::Fail => Existing::Fail,

@@ -9,6 +9,8 @@ pub mod deployment;
 pub mod endpoint;
 pub mod link;
 pub mod precheck;
+pub mod rdb;
 pub mod replica;
 pub mod resp;
 pub mod route;
+pub mod sync;

@@ -122,7 +122,11 @@ enum Verdict {
         refresh: bool,
         reason: String,
     },
-    Fatal(String),
+    /// Refused for good: the error reply and the command that got it.
+    Fatal {
+        reply: String,
+        command: String,
+    },
 }
 
 /// Applies write groups to one target deployment.
@@ -334,18 +338,11 @@ impl Applier {
                         p.route = Route::Owner;
                         self.stats.retries += 1;
                     }
-                    Verdict::Fatal(message) => {
+                    Verdict::Fatal { reply, command } => {
                         return Err(ApplyError::Rejected {
                             key: printable(&p.group.key),
-                            command: String::from_utf8_lossy(
-                                p.group
-                                    .commands
-                                    .first()
-                                    .map(Command::name)
-                                    .unwrap_or_default(),
-                            )
-                            .to_ascii_uppercase(),
-                            reply: message,
+                            command,
+                            reply,
                         })
                     }
                 }
@@ -374,12 +371,16 @@ struct Round {
 /// What an error reply means for the group that got it.
 fn classify(message: &Bytes, command: &Command, key: &Bytes) -> Verdict {
     let text = String::from_utf8_lossy(message);
+    let fatal = |reply: String| Verdict::Fatal {
+        reply,
+        command: String::from_utf8_lossy(command.name()).to_ascii_uppercase(),
+    };
     let code = text.split(' ').next().unwrap_or_default();
     match code {
         "MOVED" => Verdict::Moved,
         "ASK" => match text.split(' ').nth(2).and_then(parse_addr) {
             Some(addr) => Verdict::Ask(addr),
-            None => Verdict::Fatal(text.into_owned()),
+            None => fatal(text.into_owned()),
         },
         "TRYAGAIN" | "LOADING" | "BUSY" | "MASTERDOWN" => Verdict::Later {
             refresh: false,
@@ -397,7 +398,7 @@ fn classify(message: &Bytes, command: &Command, key: &Bytes) -> Verdict {
                 String::from_utf8_lossy(command.name()).to_ascii_uppercase()
             ),
         },
-        _ => Verdict::Fatal(text.into_owned()),
+        _ => fatal(text.into_owned()),
     }
 }
 
@@ -450,10 +451,10 @@ mod tests {
             Verdict::Later { reason, .. } => assert!(reason.contains("key k, SET"), "{reason}"),
             _ => panic!("OOM not retried"),
         }
-        assert!(matches!(
-            verdict("WRONGTYPE Operation against a key holding the wrong kind of value"),
-            Verdict::Fatal(_)
-        ));
+        match verdict("WRONGTYPE Operation against a key holding the wrong kind of value") {
+            Verdict::Fatal { command, .. } => assert_eq!(command, "SET"),
+            _ => panic!("WRONGTYPE retried"),
+        }
     }
 
     #[test]

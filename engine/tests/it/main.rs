@@ -2,4 +2,6 @@
 
 mod apply;
 mod precheck;
+mod rdb;
 mod replica;
+mod sync;

@@ -1,0 +1,392 @@
+//! The full sync: every source master's snapshot, parsed while it arrives and applied to the
+//! target in batches while the next batch is parsed.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::snapshot::{SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
+use crate::apply::{Applier, ApplyConfig, ApplyError, ApplyStats, WriteGroup};
+use crate::deployment::{Deployment, DiscoverError, Family};
+use crate::endpoint::Endpoint;
+use crate::rdb::{self, Parser};
+use crate::replica::{
+    PsyncFrom, ReplId, ReplOffset, Session, SessionConfig, SessionError, SessionEvent,
+};
+use crate::route::NodeAddr;
+
+/// Tunables of a full sync.
+#[derive(Debug, Clone)]
+pub struct FullSyncOptions {
+    /// A batch is applied once it holds this many keys...
+    pub batch_keys: usize,
+    /// ... or this many bytes of commands.
+    pub batch_bytes: usize,
+    /// Rewrite every value as commands instead of `RESTORE` (the default decides per
+    /// snapshot format).
+    pub rewrite: bool,
+    /// The source db to copy (cluster sources only have db 0).
+    pub db: u32,
+    pub timeout: Duration,
+    pub apply: ApplyConfig,
+}
+
+impl Default for FullSyncOptions {
+    fn default() -> Self {
+        FullSyncOptions {
+            batch_keys: 2000,
+            batch_bytes: 8 << 20,
+            rewrite: false,
+            db: 0,
+            timeout: Duration::from_secs(10),
+            apply: ApplyConfig::default(),
+        }
+    }
+}
+
+/// Why the sync stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("discovering the {side}: {source}")]
+    Discover {
+        side: &'static str,
+        source: DiscoverError,
+    },
+    #[error("source shard {shard}: {source}")]
+    Session {
+        shard: NodeAddr,
+        source: SessionError,
+    },
+    #[error("source shard {shard}: snapshot: {source}")]
+    Snapshot {
+        shard: NodeAddr,
+        source: SnapshotError,
+    },
+    #[error("source shard {shard}: {source}")]
+    Apply { shard: NodeAddr, source: ApplyError },
+    #[error("source shard {shard}: {detail}")]
+    Protocol { shard: NodeAddr, detail: String },
+}
+
+/// Where a shard's sync is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    Connecting = 0,
+    /// Receiving and applying the snapshot.
+    Transfer = 1,
+    Done = 2,
+    Failed = 3,
+}
+
+/// Live counters of one source shard, readable from any thread.
+#[derive(Debug)]
+pub struct ShardProgress {
+    pub source: NodeAddr,
+    phase: AtomicU8,
+    received: AtomicU64,
+    applied_keys: AtomicU64,
+    applied_bytes: AtomicU64,
+}
+
+impl ShardProgress {
+    fn new(source: NodeAddr) -> Self {
+        ShardProgress {
+            source,
+            phase: AtomicU8::new(Phase::Connecting as u8),
+            received: AtomicU64::new(0),
+            applied_keys: AtomicU64::new(0),
+            applied_bytes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Relaxed) {
+            0 => Phase::Connecting,
+            1 => Phase::Transfer,
+            2 => Phase::Done,
+            _ => Phase::Failed,
+        }
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// Snapshot bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Keys acknowledged by the target so far.
+    pub fn applied_keys(&self) -> u64 {
+        self.applied_keys.load(Ordering::Relaxed)
+    }
+
+    /// Command bytes acknowledged by the target so far.
+    pub fn applied_bytes(&self) -> u64 {
+        self.applied_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// What one shard's full sync did.
+#[derive(Debug, Clone)]
+pub struct ShardReport {
+    pub source: NodeAddr,
+    pub replid: ReplId,
+    /// The replication offset the snapshot was taken at: an incremental sync continues here.
+    pub offset: ReplOffset,
+    pub snapshot_bytes: u64,
+    pub snapshot: SnapshotStats,
+    pub apply: ApplyStats,
+    pub elapsed: Duration,
+}
+
+/// What the whole full sync did.
+#[derive(Debug, Clone)]
+pub struct SyncReport {
+    pub shards: Vec<ShardReport>,
+    pub elapsed: Duration,
+}
+
+impl SyncReport {
+    pub fn keys(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.snapshot.restored + s.snapshot.rewritten)
+            .sum()
+    }
+
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.snapshot_bytes).sum()
+    }
+}
+
+/// A full sync from a source deployment into a target deployment.
+pub struct FullSync {
+    source: Deployment,
+    target: Deployment,
+    options: FullSyncOptions,
+    progress: Vec<Arc<ShardProgress>>,
+}
+
+impl FullSync {
+    /// Discovers both sides.
+    pub async fn prepare(
+        source: &Endpoint,
+        target: &Endpoint,
+        options: FullSyncOptions,
+    ) -> Result<Self, SyncError> {
+        let source = Deployment::discover(source, options.timeout)
+            .await
+            .map_err(|e| SyncError::Discover {
+                side: "source",
+                source: e,
+            })?;
+        let target = Deployment::discover(target, options.timeout)
+            .await
+            .map_err(|e| SyncError::Discover {
+                side: "target",
+                source: e,
+            })?;
+        let progress = source
+            .topology
+            .shards
+            .iter()
+            .map(|s| Arc::new(ShardProgress::new(s.master.clone())))
+            .collect();
+        Ok(FullSync {
+            source,
+            target,
+            options,
+            progress,
+        })
+    }
+
+    pub fn source(&self) -> &Deployment {
+        &self.source
+    }
+
+    pub fn target(&self) -> &Deployment {
+        &self.target
+    }
+
+    /// One live counter set per source shard.
+    pub fn progress(&self) -> &[Arc<ShardProgress>] {
+        &self.progress
+    }
+
+    /// Syncs every source shard at once; returns when all snapshots are applied.
+    pub async fn run(self) -> Result<SyncReport, SyncError> {
+        let started = Instant::now();
+        let mode = ValueMode {
+            force_rewrite: self.options.rewrite,
+            target_rdb_version: self.target.server.rdb_version(),
+            target_reads_valkey: self.target.server.family == Family::Valkey
+                && self.target.server.version.0 >= 9,
+        };
+        let mut tasks = JoinSet::new();
+        for progress in &self.progress {
+            let shard = ShardSync {
+                endpoint: self.source.endpoint.clone(),
+                progress: progress.clone(),
+                target: self.target.clone(),
+                options: self.options.clone(),
+                mode,
+            };
+            tasks.spawn(shard.run());
+        }
+        let mut shards = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined.expect("shard sync panicked") {
+                Ok(report) => shards.push(report),
+                Err(e) => {
+                    tasks.abort_all();
+                    return Err(e);
+                }
+            }
+        }
+        shards.sort_by(|a, b| a.source.cmp(&b.source));
+        Ok(SyncReport {
+            shards,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+struct ShardSync {
+    endpoint: Endpoint,
+    progress: Arc<ShardProgress>,
+    target: Deployment,
+    options: FullSyncOptions,
+    mode: ValueMode,
+}
+
+impl ShardSync {
+    async fn run(self) -> Result<ShardReport, SyncError> {
+        let result = self.sync().await;
+        self.progress.set_phase(if result.is_ok() {
+            Phase::Done
+        } else {
+            Phase::Failed
+        });
+        result
+    }
+
+    async fn sync(&self) -> Result<ShardReport, SyncError> {
+        let started = Instant::now();
+        let shard = self.progress.source.clone();
+        let session_error = |source| SyncError::Session {
+            shard: shard.clone(),
+            source,
+        };
+        let mut config = SessionConfig::new(shard.host.clone(), shard.port);
+        config.credentials = self.endpoint.credentials.clone();
+        config.handshake_timeout = self.options.timeout;
+        let mut session = Session::connect(config, PsyncFrom::Fresh)
+            .await
+            .map_err(session_error)?;
+        let (replid, offset) = match session.next_event().await.map_err(session_error)? {
+            SessionEvent::FullResync { replid, offset } => (replid, offset),
+            other => {
+                return Err(SyncError::Protocol {
+                    shard,
+                    detail: format!("expected +FULLRESYNC after PSYNC ? -1, got {other:?}"),
+                })
+            }
+        };
+        tracing::info!(shard = %shard, %replid, %offset, "full resync accepted");
+        self.progress.set_phase(Phase::Transfer);
+
+        // Batches go to an apply task through a short queue, so parsing goes on while the
+        // previous batch is being applied.
+        let (batches, mut queue) = mpsc::channel::<Vec<WriteGroup>>(2);
+        let mut applier = Applier::new(self.target.clone(), self.options.apply.clone());
+        let progress = self.progress.clone();
+        let applying = tokio::spawn(async move {
+            while let Some(batch) = queue.recv().await {
+                let keys = batch.len() as u64;
+                let bytes_before = applier.stats().bytes;
+                applier.apply(batch).await?;
+                progress.applied_keys.fetch_add(keys, Ordering::Relaxed);
+                progress
+                    .applied_bytes
+                    .fetch_add(applier.stats().bytes - bytes_before, Ordering::Relaxed);
+            }
+            Ok::<_, ApplyError>(applier.stats().clone())
+        });
+
+        let mut parser = Parser::new(rdb::Config::default());
+        let mut sink = SnapshotSink::new(self.mode, self.options.db);
+        let snapshot_error = |source| SyncError::Snapshot {
+            shard: shard.clone(),
+            source,
+        };
+        let snapshot_bytes = loop {
+            match session.next_event().await.map_err(session_error)? {
+                SessionEvent::SnapshotBegin(_) => {}
+                SessionEvent::SnapshotChunk(bytes) => {
+                    self.progress
+                        .received
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    parser.feed(&bytes, &mut sink).map_err(snapshot_error)?;
+                    let (keys, size) = sink.pending();
+                    if keys >= self.options.batch_keys || size >= self.options.batch_bytes {
+                        let (batch, _) = sink.take_groups();
+                        if batches.send(batch).await.is_err() {
+                            break None;
+                        }
+                    }
+                }
+                SessionEvent::SnapshotEnd { len } => {
+                    parser
+                        .finish()
+                        .map_err(|e| snapshot_error(SnapshotError::Rdb(e)))?;
+                    let (batch, _) = sink.take_groups();
+                    if !batch.is_empty() {
+                        let _ = batches.send(batch).await;
+                    }
+                    break Some(len);
+                }
+                other => {
+                    return Err(SyncError::Protocol {
+                        shard,
+                        detail: format!("unexpected {other:?} during the snapshot"),
+                    })
+                }
+            }
+        };
+        drop(batches);
+        let apply = applying
+            .await
+            .expect("apply task panicked")
+            .map_err(|source| SyncError::Apply {
+                shard: shard.clone(),
+                source,
+            })?;
+        let snapshot_bytes = snapshot_bytes.ok_or_else(|| SyncError::Protocol {
+            shard: shard.clone(),
+            detail: "the apply task stopped early".into(),
+        })?;
+        let stats = sink.stats().clone();
+        tracing::info!(
+            shard = %shard,
+            keys = stats.restored + stats.rewritten,
+            expired = stats.expired,
+            bytes = snapshot_bytes,
+            "snapshot applied"
+        );
+        Ok(ShardReport {
+            source: shard,
+            replid,
+            offset,
+            snapshot_bytes,
+            snapshot: stats,
+            apply,
+            elapsed: started.elapsed(),
+        })
+    }
+}

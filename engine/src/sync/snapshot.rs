@@ -1,0 +1,438 @@
+//! From a snapshot to write groups: the [`rdb::Sink`](crate::rdb::Sink) that turns each key
+//! of an RDB file into the commands that rebuild it on the target.
+//!
+//! A key becomes `RESTORE key <expire-at> <payload> REPLACE ABSTTL` when the target reads the
+//! snapshot's format (the payload is the value's bytes as the file holds them, with the type
+//! byte and the footer added: no re-encoding). Otherwise it is rewritten as commands: `DEL`,
+//! then `SET`/`APPEND`, `RPUSH`, `SADD`, `ZADD` or `HSET` in chunks, and `PEXPIREAT` last.
+//! Keys that have already expired are skipped.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::apply::WriteGroup;
+use crate::rdb::{
+    payload, Element, Header, Item, Key, Magic, ObjectType, RdbError, Sink, StreamId, ValueEnd,
+    Want,
+};
+use crate::resp::Command;
+
+/// Elements per rewrite command (`RPUSH key e1 ... e512`).
+const REWRITE_CHUNK: usize = 512;
+
+/// How values reach the target, and what the target understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValueMode {
+    /// Rewrite every value as commands, even when `RESTORE` would do.
+    pub force_rewrite: bool,
+    /// The newest RDB version the target reads: `RESTORE` is used up to it. From 10 (Redis
+    /// 7.0) the target also knows `XSETID ... ENTRIESADDED` and `XGROUP ... ENTRIESREAD`.
+    pub target_rdb_version: u16,
+    /// The target reads Valkey's own format (`VALKEY080`).
+    pub target_reads_valkey: bool,
+}
+
+/// Why a key could not be turned into commands.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Rdb(#[from] RdbError),
+    #[error("key {key} is a {kind} value the target cannot RESTORE, and {kind} values cannot be rewritten as commands")]
+    NoRewrite { key: String, kind: &'static str },
+}
+
+/// Counters of what the snapshot held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotStats {
+    pub keys: u64,
+    pub restored: u64,
+    pub rewritten: u64,
+    pub expired: u64,
+    pub skipped_other_db: u64,
+}
+
+/// Collects write groups from parser events; the caller drains them with
+/// [`SnapshotSink::take_groups`] between chunks.
+pub struct SnapshotSink {
+    mode: ValueMode,
+    /// Only keys of this db are copied (cluster sources only have db 0).
+    db: u32,
+    header: Option<Header>,
+    restore: bool,
+    groups: Vec<WriteGroup>,
+    bytes: usize,
+    /// The rewrite of the key being read, when its elements are coming.
+    rewrite: Option<Rewrite>,
+    now_ms: i64,
+    stats: SnapshotStats,
+}
+
+/// A value being rewritten: the commands so far and the chunk being filled.
+struct Rewrite {
+    key: Bytes,
+    kind: ObjectType,
+    commands: Vec<Command>,
+    chunk: Option<Command>,
+    in_chunk: usize,
+    stream: StreamRewrite,
+}
+
+/// What a stream rewrite needs to remember between elements.
+#[derive(Default)]
+struct StreamRewrite {
+    /// The target knows Redis 7's stream metadata (`ENTRIESADDED`, `ENTRIESREAD`).
+    v2: bool,
+    group: Option<Bytes>,
+    consumer: Option<Bytes>,
+    /// The current group's pending entries: delivery time and count by ID.
+    pending: std::collections::HashMap<StreamId, (i64, u64)>,
+}
+
+impl SnapshotSink {
+    pub fn new(mode: ValueMode, db: u32) -> Self {
+        SnapshotSink {
+            mode,
+            db,
+            header: None,
+            restore: false,
+            groups: Vec::new(),
+            bytes: 0,
+            rewrite: None,
+            now_ms: now_ms(),
+            stats: SnapshotStats::default(),
+        }
+    }
+
+    /// The groups completed since the last call, and their approximate size in bytes.
+    pub fn take_groups(&mut self) -> (Vec<WriteGroup>, usize) {
+        (
+            std::mem::take(&mut self.groups),
+            std::mem::take(&mut self.bytes),
+        )
+    }
+
+    /// Groups waiting and their approximate bytes.
+    pub fn pending(&self) -> (usize, usize) {
+        (self.groups.len(), self.bytes)
+    }
+
+    pub fn stats(&self) -> &SnapshotStats {
+        &self.stats
+    }
+
+    fn push(&mut self, group: WriteGroup) {
+        self.bytes += group
+            .commands
+            .iter()
+            .map(Command::encoded_len)
+            .sum::<usize>();
+        self.groups.push(group);
+    }
+}
+
+impl Sink for SnapshotSink {
+    type Error = SnapshotError;
+
+    fn header(&mut self, header: Header) -> Result<(), SnapshotError> {
+        self.restore = !self.mode.force_rewrite
+            && match header.magic {
+                Magic::Redis => header.version <= self.mode.target_rdb_version,
+                Magic::Valkey => self.mode.target_reads_valkey,
+            };
+        self.header = Some(header);
+        Ok(())
+    }
+
+    fn key(&mut self, key: &Key<'_>) -> Result<Want, SnapshotError> {
+        if key.db != self.db {
+            self.stats.skipped_other_db += 1;
+            return Ok(Want::Nothing);
+        }
+        self.stats.keys += 1;
+        if key.expire_at_ms.is_some_and(|at| at <= self.now_ms) {
+            self.stats.expired += 1;
+            return Ok(Want::Nothing);
+        }
+        let kind = key.object_type();
+        if self.restore {
+            // Values too big to hold whole come as elements instead, and are rewritten.
+            return Ok(Want::Raw);
+        }
+        if !rewritable(kind) {
+            return Err(SnapshotError::NoRewrite {
+                key: crate::apply::printable(key.key),
+                kind: kind.name(),
+            });
+        }
+        Ok(Want::Elements)
+    }
+
+    fn element(&mut self, key: &Key<'_>, element: &Element<'_>) -> Result<(), SnapshotError> {
+        let stream_v2 = self.mode.target_rdb_version >= 10;
+        let rewrite = self
+            .rewrite
+            .get_or_insert_with(|| Rewrite::new(key, stream_v2));
+        rewrite.add(element);
+        Ok(())
+    }
+
+    fn value(&mut self, key: &Key<'_>, value: &ValueEnd<'_>) -> Result<(), SnapshotError> {
+        let rewrite = self.rewrite.take();
+        let name = Bytes::copy_from_slice(key.key);
+        if let (true, Some(raw), Some(header)) = (self.restore, value.raw, self.header) {
+            let payload = payload::build(key.rdb_type, raw, header.version);
+            let mut restore = Command::new("RESTORE")
+                .arg(name.clone())
+                .arg(key.expire_at_ms.unwrap_or(0).to_string())
+                .arg(payload)
+                .arg("REPLACE")
+                .arg("ABSTTL");
+            if let Some(idle) = key.idle {
+                restore = restore.arg("IDLETIME").arg(idle.to_string());
+            }
+            if let Some(freq) = key.freq {
+                restore = restore.arg("FREQ").arg(freq.to_string());
+            }
+            self.stats.restored += 1;
+            self.push(WriteGroup::new(name, vec![restore]));
+            return Ok(());
+        }
+        if !rewritable(key.object_type()) {
+            return Err(SnapshotError::NoRewrite {
+                key: crate::apply::printable(key.key),
+                kind: key.object_type().name(),
+            });
+        }
+        // An empty string has no parts, so no rewrite was started for it.
+        let rewrite =
+            rewrite.unwrap_or_else(|| Rewrite::new(key, self.mode.target_rdb_version >= 10));
+        let commands = with_expiry(rewrite.finish(), &name, key.expire_at_ms);
+        self.stats.rewritten += 1;
+        self.push(WriteGroup::new(name, commands));
+        Ok(())
+    }
+}
+
+fn rewritable(kind: ObjectType) -> bool {
+    matches!(
+        kind,
+        ObjectType::String
+            | ObjectType::List
+            | ObjectType::Set
+            | ObjectType::Zset
+            | ObjectType::Hash
+            | ObjectType::Stream
+    )
+}
+
+fn with_expiry(mut commands: Vec<Command>, key: &Bytes, expire_at_ms: Option<i64>) -> Vec<Command> {
+    if let Some(at) = expire_at_ms {
+        commands.push(
+            Command::new("PEXPIREAT")
+                .arg(key.clone())
+                .arg(at.to_string()),
+        );
+    }
+    commands
+}
+
+fn item(item: &Item<'_>) -> Bytes {
+    Bytes::copy_from_slice(&item.to_bytes())
+}
+
+/// A score as `ZADD` reads it back to the same double: the shortest round-trip decimal, and
+/// `inf`/`-inf`.
+pub fn score_text(score: f64) -> String {
+    if score.is_infinite() {
+        if score > 0.0 { "inf" } else { "-inf" }.to_string()
+    } else {
+        format!("{score:?}")
+    }
+}
+
+impl Rewrite {
+    fn new(key: &Key<'_>, stream_v2: bool) -> Self {
+        let name = Bytes::copy_from_slice(key.key);
+        Rewrite {
+            commands: vec![Command::new("DEL").arg(name.clone())],
+            key: name,
+            kind: key.object_type(),
+            chunk: None,
+            in_chunk: 0,
+            stream: StreamRewrite {
+                v2: stream_v2,
+                ..StreamRewrite::default()
+            },
+        }
+    }
+
+    /// Streams: `XADD` per entry, `XSETID` for the metadata, `XGROUP CREATE` per group,
+    /// `XGROUP CREATECONSUMER` per consumer and `XCLAIM ... FORCE` per pending entry, with
+    /// its delivery time and count.
+    fn add_stream(&mut self, element: &Element<'_>) {
+        let key = self.key.clone();
+        let id = |id: StreamId| Bytes::from(id.to_string());
+        let stream = &mut self.stream;
+        let command = match element {
+            Element::StreamEntry(entry) => {
+                let mut xadd = Command::new("XADD").arg(key).arg(id(entry.id));
+                for (field, value) in entry.fields.clone() {
+                    xadd = xadd.arg(item(&field)).arg(item(&value));
+                }
+                xadd
+            }
+            Element::StreamMeta(meta) => {
+                if meta.length == 0 {
+                    // XSETID needs the stream to exist: create it empty.
+                    self.commands.push(
+                        Command::new("XADD")
+                            .arg(key.clone())
+                            .arg("MAXLEN")
+                            .arg("0")
+                            .arg("0-1")
+                            .arg("_")
+                            .arg("_"),
+                    );
+                }
+                let mut xsetid = Command::new("XSETID").arg(key).arg(id(meta.last_id));
+                if let (true, Some(added), Some(deleted)) =
+                    (stream.v2, meta.entries_added, meta.max_deleted_entry_id)
+                {
+                    xsetid = xsetid
+                        .arg("ENTRIESADDED")
+                        .arg(added.to_string())
+                        .arg("MAXDELETEDID")
+                        .arg(id(deleted));
+                }
+                xsetid
+            }
+            Element::StreamGroup(group) => {
+                let name = Bytes::copy_from_slice(group.name);
+                stream.group = Some(name.clone());
+                stream.consumer = None;
+                stream.pending.clear();
+                let mut create = Command::new("XGROUP")
+                    .arg("CREATE")
+                    .arg(key)
+                    .arg(name)
+                    .arg(id(group.last_id));
+                // Redis saves an unknown offset (SCG_INVALID_ENTRIES_READ, -1) as 2^64-1.
+                if let (true, Some(read)) = (stream.v2, group.entries_read) {
+                    if i64::try_from(read).is_ok() {
+                        create = create.arg("ENTRIESREAD").arg(read.to_string());
+                    }
+                }
+                create
+            }
+            Element::StreamPending(nack) => {
+                stream
+                    .pending
+                    .insert(nack.id, (nack.delivery_time, nack.delivery_count));
+                return;
+            }
+            Element::StreamConsumer(consumer) => {
+                let name = Bytes::copy_from_slice(consumer.name);
+                stream.consumer = Some(name.clone());
+                if !stream.v2 {
+                    // No XGROUP CREATECONSUMER before 6.2: XCLAIM creates the consumers
+                    // that own pending entries.
+                    return;
+                }
+                Command::new("XGROUP")
+                    .arg("CREATECONSUMER")
+                    .arg(key)
+                    .arg(stream.group.clone().unwrap_or_default())
+                    .arg(name)
+            }
+            Element::StreamConsumerPending(pending) => {
+                let (time, count) = stream.pending.get(pending).copied().unwrap_or((0, 1));
+                Command::new("XCLAIM")
+                    .arg(key)
+                    .arg(stream.group.clone().unwrap_or_default())
+                    .arg(stream.consumer.clone().unwrap_or_default())
+                    .arg("0")
+                    .arg(id(*pending))
+                    .arg("TIME")
+                    .arg(time.to_string())
+                    .arg("RETRYCOUNT")
+                    .arg(count.to_string())
+                    .arg("FORCE")
+                    .arg("JUSTID")
+            }
+            _ => return,
+        };
+        self.commands.push(command);
+    }
+
+    fn start(&self) -> Command {
+        let name = match self.kind {
+            ObjectType::List => "RPUSH",
+            ObjectType::Set => "SADD",
+            ObjectType::Zset => "ZADD",
+            ObjectType::Hash => "HSET",
+            _ => "APPEND",
+        };
+        Command::new(name).arg(self.key.clone())
+    }
+
+    fn add(&mut self, element: &Element<'_>) {
+        if self.kind == ObjectType::Stream {
+            return self.add_stream(element);
+        }
+        let args: Vec<Bytes> = match element {
+            Element::String(part) => vec![item(part)],
+            Element::ListItem(i) | Element::SetMember(i) => vec![item(i)],
+            Element::ZsetMember { member, score } => {
+                vec![Bytes::from(score_text(*score)), item(member)]
+            }
+            Element::HashField { field, value, .. } => vec![item(field), item(value)],
+            _ => return,
+        };
+        let mut chunk = self.chunk.take().unwrap_or_else(|| self.start());
+        for arg in args {
+            chunk = chunk.arg(arg);
+        }
+        self.in_chunk += 1;
+        // A string is appended part by part: each part is one command.
+        if self.in_chunk >= REWRITE_CHUNK || self.kind == ObjectType::String {
+            self.commands.push(chunk);
+            self.in_chunk = 0;
+        } else {
+            self.chunk = Some(chunk);
+        }
+    }
+
+    fn finish(mut self) -> Vec<Command> {
+        if let Some(chunk) = self.chunk.take() {
+            self.commands.push(chunk);
+        }
+        if self.kind == ObjectType::String && self.commands.len() == 1 {
+            // The empty string: nothing was appended.
+            self.commands
+                .push(Command::new("SET").arg(self.key.clone()).arg(Bytes::new()));
+        }
+        self.commands
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_print_so_that_redis_reads_the_same_double() {
+        for score in [0.1, -2.5, 1e300, f64::MIN_POSITIVE, 3.0, 1.0 / 3.0] {
+            assert_eq!(score_text(score).parse::<f64>().unwrap(), score);
+        }
+        assert_eq!(score_text(f64::INFINITY), "inf");
+        assert_eq!(score_text(f64::NEG_INFINITY), "-inf");
+    }
+}

@@ -1,0 +1,170 @@
+//! `ferry sync --mode full`: precheck, then every source shard's snapshot streamed into the
+//! target, with progress on stderr and a summary at the end.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ferry_engine::precheck::{self, Existing, Status};
+use ferry_engine::sync::{FullSync, FullSyncOptions, Phase, ShardProgress};
+
+use crate::endpoints::EndpointArgs;
+
+#[derive(Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    endpoints: EndpointArgs,
+    /// What to copy: `full` copies every snapshot and exits once all are applied.
+    /// (Incremental modes come with the live stream.)
+    #[arg(long, value_enum, default_value = "full")]
+    mode: Mode,
+    /// What to do with keys already on the target.
+    #[arg(long, value_enum, default_value = "fail")]
+    existing: ExistingArg,
+    /// Accept a target that may evict keys (maxmemory-policy other than noeviction).
+    #[arg(long)]
+    allow_eviction: bool,
+    /// Rewrite every value as commands instead of RESTORE.
+    #[arg(long)]
+    rewrite: bool,
+    /// Start without running the precheck.
+    #[arg(long)]
+    skip_precheck: bool,
+    /// Keys per batch applied to the target.
+    #[arg(long, default_value_t = 2000)]
+    batch_keys: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    Full,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExistingArg {
+    Fail,
+    Replace,
+}
+
+pub fn run(args: SyncArgs) -> Result<ExitCode> {
+    let (source, target) = args.endpoints.resolve()?;
+    let Mode::Full = args.mode;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        if !args.skip_precheck {
+            let options = precheck::Options {
+                existing: match args.existing {
+                    ExistingArg::Fail => Existing::Fail,
+                    ExistingArg::Replace => Existing::Replace,
+                },
+                allow_eviction: args.allow_eviction,
+                ..precheck::Options::default()
+            };
+            let report = precheck::run(&source, &target, &options).await;
+            if !report.passed() {
+                for item in report.items.iter().filter(|i| i.status == Status::Fail) {
+                    eprintln!("precheck {}: {} (fix: {})", item.name, item.detail, item.fix);
+                }
+                bail!("precheck failed; nothing was written (run `ferry precheck` for every item)");
+            }
+        }
+        let options = FullSyncOptions {
+            rewrite: args.rewrite,
+            batch_keys: args.batch_keys.max(1),
+            ..FullSyncOptions::default()
+        };
+        let sync = FullSync::prepare(&source, &target, options).await?;
+        eprintln!(
+            "full sync {source} ({} shards, {}) -> {target} ({} shards, {})",
+            sync.source().topology.shards.len(),
+            sync.source().server,
+            sync.target().topology.shards.len(),
+            sync.target().server,
+        );
+        let progress = sync.progress().to_vec();
+        let reporter = tokio::spawn(report_progress(progress));
+        let outcome = tokio::select! {
+            outcome = sync.run() => outcome,
+            signal = stop_signal() => {
+                reporter.abort();
+                bail!("stopped by {signal}; the target holds a partial copy (run again with --existing replace)");
+            }
+        };
+        reporter.abort();
+        let report = outcome?;
+        let secs = report.elapsed.as_secs_f64().max(1e-9);
+        for shard in &report.shards {
+            println!(
+                "shard {}: {} keys ({} restored, {} rewritten, {} expired skipped), {:.1} MB snapshot at offset {} of {}, {:.1} s",
+                shard.source,
+                shard.snapshot.restored + shard.snapshot.rewritten,
+                shard.snapshot.restored,
+                shard.snapshot.rewritten,
+                shard.snapshot.expired,
+                shard.snapshot_bytes as f64 / 1e6,
+                shard.offset,
+                shard.replid,
+                shard.elapsed.as_secs_f64(),
+            );
+        }
+        println!(
+            "full sync done: {} keys, {:.1} MB in {:.1} s ({:.0} keys/s)",
+            report.keys(),
+            report.snapshot_bytes() as f64 / 1e6,
+            secs,
+            report.keys() as f64 / secs
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM, naming it.
+async fn stop_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// Prints per-shard progress: a line rewritten in place on a terminal, a log line every few
+/// seconds otherwise.
+async fn report_progress(shards: Vec<Arc<ShardProgress>>) {
+    let terminal = std::io::stderr().is_terminal();
+    let every = if terminal {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(5)
+    };
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        let secs = started.elapsed().as_secs_f64();
+        let keys: u64 = shards.iter().map(|s| s.applied_keys()).sum();
+        let received: u64 = shards.iter().map(|s| s.received()).sum();
+        let done = shards.iter().filter(|s| s.phase() == Phase::Done).count();
+        let line = format!(
+            "{done}/{} shards done, {:.1} MB received, {keys} keys applied ({:.0} keys/s)",
+            shards.len(),
+            received as f64 / 1e6,
+            keys as f64 / secs
+        );
+        if terminal {
+            eprint!("\r{line}   ");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
