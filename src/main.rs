@@ -8,6 +8,7 @@ mod endpoints;
 mod lab;
 mod precheck;
 mod sync;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,9 @@ enum Command {
     Precheck(precheck::PrecheckArgs),
     /// Copy a source deployment into a target deployment.
     Sync(sync::SyncArgs),
+    /// Compare a source and a target key by key and report every difference (exit 0:
+    /// consistent, 1: differences found, 2: could not finish).
+    Verify(verify::VerifyArgs),
 }
 
 /// Exit code when a command could not do its work (bad input, unreachable server, ...).
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Command::Precheck(args) => precheck::run(args),
         Command::Sync(args) => sync::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Verify(args) => verify::run(args).map(ExitCode::from),
     };
     match result {
         Ok(code) => code,

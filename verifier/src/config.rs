@@ -1,0 +1,406 @@
+//! What to compare and how: built once at the edge (the CLI, a test) and read everywhere.
+
+use std::time::Duration;
+
+use ferry_engine::route::{Slot, SlotRange};
+use serde::Serialize;
+
+use crate::error::VerifyError;
+use crate::key::KeyType;
+use crate::side::Endpoint;
+
+/// The prefix of ferry's own keys (checkpoints) on the target; never compared.
+pub const RESERVED_PREFIX: &[u8] = b"__ferry__:";
+
+/// How deep the comparison goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Existence, type and TTL.
+    Outline,
+    /// Outline plus the length (`STRLEN`, `LLEN`, `SCARD`, `ZCARD`, `HLEN`, `XLEN`).
+    Length,
+    /// Outline plus the whole value.
+    #[default]
+    Full,
+}
+
+impl Mode {
+    pub fn parse(name: &str) -> Option<Mode> {
+        match name {
+            "outline" => Some(Mode::Outline),
+            "length" => Some(Mode::Length),
+            "full" => Some(Mode::Full),
+            _ => None,
+        }
+    }
+}
+
+/// Which node of each shard is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadFrom {
+    #[default]
+    Master,
+    /// A replica of each shard (`READONLY` in a cluster); the master where a shard has none.
+    Replica,
+}
+
+/// Which keys are in scope. Empty lists select everything.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Filter {
+    /// Databases to compare (standalone only; a cluster has db 0). Empty: every db that has
+    /// keys on either side.
+    pub dbs: Vec<u32>,
+    /// A key is in scope when it starts with one of these prefixes (or any, when empty)...
+    #[serde(serialize_with = "texts")]
+    pub prefixes: Vec<Vec<u8>>,
+    /// ...and matches one of these glob patterns, as `KEYS`/`SCAN MATCH` read them...
+    #[serde(serialize_with = "texts")]
+    pub patterns: Vec<Vec<u8>>,
+    /// ...and starts with none of these...
+    #[serde(serialize_with = "texts")]
+    pub exclude_prefixes: Vec<Vec<u8>>,
+    /// ...and matches none of these patterns...
+    #[serde(serialize_with = "texts")]
+    pub exclude_patterns: Vec<Vec<u8>>,
+    /// ...and has one of these types on either side (any, when empty).
+    pub types: Vec<KeyType>,
+}
+
+impl Filter {
+    /// Whether the name of `key` is in scope (the type is checked once it is known).
+    pub fn selects_name(&self, key: &[u8]) -> bool {
+        (self.prefixes.is_empty() || self.prefixes.iter().any(|p| key.starts_with(p)))
+            && (self.patterns.is_empty() || self.patterns.iter().any(|p| glob_match(p, key)))
+            && !self.exclude_prefixes.iter().any(|p| key.starts_with(p))
+            && !self.exclude_patterns.iter().any(|p| glob_match(p, key))
+    }
+
+    /// Whether a key with these types on the source and the target is in scope.
+    pub fn selects_types(&self, source: Option<KeyType>, target: Option<KeyType>) -> bool {
+        self.types.is_empty()
+            || [source, target]
+                .into_iter()
+                .flatten()
+                .any(|t| self.types.contains(&t))
+    }
+}
+
+/// Byte strings as text (escaped where not UTF-8).
+fn texts<S: serde::Serializer>(items: &[Vec<u8>], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(items.iter().map(|b| crate::key::text(b)))
+}
+
+/// Sizes of the windows values are read in; together they bound memory.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Windows {
+    /// `SCAN ... COUNT` hint, and keys compared per batch.
+    pub scan_count: usize,
+    /// Elements per `LRANGE`/`HSCAN`/`SSCAN`/`ZSCAN`/`XRANGE`/`XPENDING` window.
+    pub elements: usize,
+    /// Bytes per `GETRANGE` window.
+    pub string_bytes: usize,
+    /// Collections up to this many elements are read whole, in one pipeline with other keys.
+    pub small_elements: u64,
+    /// Strings up to this many bytes are read whole, in one pipeline with other keys.
+    pub small_string_bytes: u64,
+    /// Bytes of values one pipeline of whole-value reads may fetch (estimated for
+    /// collections at 64 bytes per element).
+    pub pipeline_bytes: u64,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Windows {
+            scan_count: 1_000,
+            elements: 1_000,
+            string_bytes: 1 << 20,
+            small_elements: 512,
+            small_string_bytes: 512 << 10,
+            pipeline_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Global caps on the load the verifier puts on the servers, summed over both sides.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RateLimits {
+    /// Commands per second.
+    pub ops_per_sec: Option<u64>,
+    /// Reply bytes per second.
+    pub bytes_per_sec: Option<u64>,
+}
+
+/// Everything a verification needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: Endpoint,
+    pub target: Endpoint,
+    pub mode: Mode,
+    /// Largest difference between the two absolute expiry times that still counts as equal.
+    pub ttl_tolerance: Duration,
+    /// Re-checks of differing keys after the first pass.
+    pub rounds: u32,
+    /// Pause before each re-check round, so a live copy can catch up.
+    pub recheck_interval: Duration,
+    pub filter: Filter,
+    /// Only keys whose slot is in this range.
+    pub slots: Option<SlotRange>,
+    /// Compare only this share of keys (0 < R ≤ 1), chosen by a hash of the name so both
+    /// sides pick the same keys, and estimate the rest.
+    pub sample: Option<f64>,
+    pub rate: RateLimits,
+    pub read_from: ReadFrom,
+    pub windows: Windows,
+    /// Differences kept with their details (and re-checked); beyond this only counted.
+    pub max_differences: usize,
+    /// Print progress lines on stderr.
+    pub progress: bool,
+}
+
+impl Config {
+    /// Defaults for everything but the two endpoints.
+    pub fn new(source: Endpoint, target: Endpoint) -> Self {
+        Config {
+            source,
+            target,
+            mode: Mode::Full,
+            ttl_tolerance: Duration::from_millis(1_000),
+            rounds: 3,
+            recheck_interval: Duration::from_millis(1_000),
+            filter: Filter::default(),
+            slots: None,
+            sample: None,
+            rate: RateLimits::default(),
+            read_from: ReadFrom::Master,
+            windows: Windows::default(),
+            max_differences: 10_000,
+            progress: false,
+        }
+    }
+
+    /// Rejects settings that make no sense, naming the value.
+    pub fn validate(&self) -> crate::error::Result<()> {
+        if let Some(rate) = self.sample {
+            if !(rate > 0.0 && rate <= 1.0) {
+                return Err(VerifyError::Config(format!(
+                    "sample rate {rate} is not in (0, 1]"
+                )));
+            }
+        }
+        let w = &self.windows;
+        if w.scan_count == 0 || w.elements == 0 || w.string_bytes == 0 {
+            return Err(VerifyError::Config("window sizes must be positive".into()));
+        }
+        if self.rate.ops_per_sec == Some(0) || self.rate.bytes_per_sec == Some(0) {
+            return Err(VerifyError::Config("rate caps must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether `key` (by name and slot) is in scope for this run.
+    pub(crate) fn selects(&self, key: &[u8]) -> bool {
+        if key.starts_with(RESERVED_PREFIX) || !self.filter.selects_name(key) {
+            return false;
+        }
+        if let Some(range) = self.slots {
+            if !range.contains(Slot::of_key(key)) {
+                return false;
+            }
+        }
+        match self.sample {
+            Some(rate) if rate < 1.0 => sample_point(key) < rate,
+            _ => true,
+        }
+    }
+}
+
+/// Parses `A-B` or `N` into a slot range.
+pub fn parse_slots(text: &str) -> crate::error::Result<SlotRange> {
+    let bad = |reason: &str| VerifyError::Config(format!("slot range {text:?}: {reason}"));
+    let (first, last) = text.split_once('-').unwrap_or((text, text));
+    let slot = |n: &str| -> crate::error::Result<Slot> {
+        let n: u16 = n
+            .trim()
+            .parse()
+            .map_err(|_| bad("not a number between 0 and 16383"))?;
+        Slot::new(n).map_err(|e| bad(&e.to_string()))
+    };
+    let (first, last) = (slot(first)?, slot(last)?);
+    if first > last {
+        return Err(bad("the first slot is after the last"));
+    }
+    Ok(SlotRange::new(first, last))
+}
+
+/// Where in [0, 1) the key falls for sampling: a hash of the name (FNV-1a), the same on
+/// every run and every machine.
+fn sample_point(key: &[u8]) -> f64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // Mix the high bits down: FNV's low bits are weak.
+    hash ^= hash >> 29;
+    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash ^= hash >> 32;
+    (hash >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Redis's glob matching (`stringmatchlen`): `*`, `?`, `[abc]`, `[^a-z]`, `\x`.
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    // Where to resume after the last `*`: pattern position after it, text position it took.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    star = Some((p + 1, t));
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                b'[' => {
+                    if let Some((matched, next)) = class_match(pattern, p, text[t]) {
+                        if matched {
+                            p = next;
+                            t += 1;
+                            continue;
+                        }
+                    } else if text[t] == b'[' {
+                        p += 1;
+                        t += 1;
+                        continue;
+                    }
+                }
+                b'\\' if p + 1 < pattern.len() && pattern[p + 1] == text[t] => {
+                    p += 2;
+                    t += 1;
+                    continue;
+                }
+                b'\\' if p + 1 < pattern.len() => {}
+                c if c == text[t] => {
+                    p += 1;
+                    t += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            Some((after, taken)) => {
+                p = after;
+                t = taken + 1;
+                star = Some((after, taken + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Matches `c` against the class starting at `pattern[open] == b'['`; returns whether it
+/// matched and where the pattern continues, or `None` for an unterminated class.
+fn class_match(pattern: &[u8], open: usize, c: u8) -> Option<(bool, usize)> {
+    let mut i = open + 1;
+    let negate = pattern.get(i) == Some(&b'^');
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    loop {
+        let &b = pattern.get(i)?;
+        if b == b']' && !first {
+            break;
+        }
+        first = false;
+        if b == b'\\' && i + 1 < pattern.len() {
+            matched |= pattern[i + 1] == c;
+            i += 2;
+        } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']' {
+            let (lo, hi) = (b.min(pattern[i + 2]), b.max(pattern[i + 2]));
+            matched |= (lo..=hi).contains(&c);
+            i += 3;
+        } else {
+            matched |= b == c;
+            i += 1;
+        }
+    }
+    Some((matched != negate, i + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_as_redis_does() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("*", "", true),
+            ("user:*", "user:42", true),
+            ("user:*", "session:1", false),
+            ("h?llo", "hello", true),
+            ("h?llo", "hllo", false),
+            ("h[ae]llo", "hallo", true),
+            ("h[^e]llo", "hello", false),
+            ("h[a-c]llo", "hbllo", true),
+            ("*:*:1", "a:b:1", true),
+            ("*:1", "a:b:2", false),
+            ("a\\*b", "a*b", true),
+            ("a\\*b", "axb", false),
+            ("*a*b*", "xxaxxbxx", true),
+        ];
+        for (pattern, text, expected) in cases {
+            assert_eq!(
+                glob_match(pattern.as_bytes(), text.as_bytes()),
+                *expected,
+                "{pattern} ~ {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn filters_combine_includes_and_excludes() {
+        let filter = Filter {
+            prefixes: vec![b"a:".to_vec(), b"b:".to_vec()],
+            exclude_patterns: vec![b"*:tmp".to_vec()],
+            ..Filter::default()
+        };
+        assert!(filter.selects_name(b"a:1"));
+        assert!(!filter.selects_name(b"c:1"));
+        assert!(!filter.selects_name(b"b:tmp"));
+        let types = Filter {
+            types: vec![KeyType::Hash],
+            ..Filter::default()
+        };
+        assert!(types.selects_types(Some(KeyType::String), Some(KeyType::Hash)));
+        assert!(!types.selects_types(Some(KeyType::String), None));
+    }
+
+    #[test]
+    fn slot_ranges_parse_and_reject_nonsense() {
+        let range = parse_slots("100-200").unwrap();
+        assert_eq!((range.first.get(), range.last.get()), (100, 200));
+        assert_eq!(parse_slots("7").unwrap().len(), 1);
+        assert!(parse_slots("200-100").is_err());
+        assert!(parse_slots("0-16384").is_err());
+        assert!(parse_slots("x").is_err());
+    }
+
+    #[test]
+    fn sampling_is_stable_and_near_the_rate() {
+        let picked = (0..20_000)
+            .filter(|i| sample_point(format!("key:{i}").as_bytes()) < 0.1)
+            .count();
+        assert!((1_600..2_400).contains(&picked), "{picked}");
+        assert_eq!(sample_point(b"x"), sample_point(b"x"));
+    }
+}

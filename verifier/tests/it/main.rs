@@ -1,0 +1,11 @@
+//! The verifier against real servers: seeded differences of every kind and type, clean
+//! copies, live writes, big keys, diagnosis, filters and reports.
+
+mod copy;
+mod diagnosis;
+mod kinds;
+mod live;
+mod reports;
+mod scope;
+mod shared;
+mod values;
