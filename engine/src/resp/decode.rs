@@ -138,24 +138,87 @@ pub fn decode_command(
     )
 }
 
-/// Reads replies off a connection. Feed it bytes as they arrive ([`FrameDecoder::feed`], or
-/// read straight into [`FrameDecoder::buffer_mut`]) and take frames out with
-/// [`FrameDecoder::next_frame`] until it returns `Ok(None)`.
+/// A decoder that owns its buffer: feed it bytes as they arrive ([`Decoder::feed`], or read
+/// straight into [`Decoder::buffer_mut`]) and take items out until it returns `Ok(None)`.
+/// [`FrameDecoder`] reads replies, [`CommandDecoder`] reads commands.
 ///
 /// After an error the decoder keeps returning it: the connection is not speaking RESP2.
 #[derive(Debug, Default)]
-pub struct FrameDecoder {
+pub struct Decoder<S> {
     limits: Limits,
     buf: BytesMut,
-    state: FrameState,
+    state: S,
     consumed: u64,
 }
 
-impl FrameDecoder {
+/// Reads replies off a connection; [`FrameDecoder::next_frame`] takes them out.
+pub type FrameDecoder = Decoder<FrameState>;
+
+/// Reads commands off a connection, as [`FrameDecoder`] reads replies: what a master sends its
+/// replicas once the snapshot is over. Each command comes with the number of bytes it took,
+/// blank lines Redis would skip before it included, so the sum is the replication offset.
+pub type CommandDecoder = Decoder<CommandState>;
+
+/// What a [`Decoder`] is in the middle of: a reply or a command being read.
+pub trait DecodeState: Default + sealed::Sealed {
+    type Item;
+    /// Reads elements off `input` until an item is complete. `base` is the offset of
+    /// `input`'s first byte when this item began, for errors.
+    #[doc(hidden)]
+    fn next_item(
+        &mut self,
+        input: &mut BytesMut,
+        limits: &Limits,
+        base: u64,
+    ) -> Result<Option<(Self::Item, usize)>, DecodeError>;
+    /// Bytes taken so far for the item being read.
+    #[doc(hidden)]
+    fn taken(&self) -> usize;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::FrameState {}
+    impl Sealed for super::CommandState {}
+}
+
+impl DecodeState for FrameState {
+    type Item = Frame;
+    fn next_item(
+        &mut self,
+        input: &mut BytesMut,
+        limits: &Limits,
+        base: u64,
+    ) -> Result<Option<(Frame, usize)>, DecodeError> {
+        self.next(input, limits, base)
+    }
+    fn taken(&self) -> usize {
+        self.len
+    }
+}
+
+impl DecodeState for CommandState {
+    type Item = Command;
+    fn next_item(
+        &mut self,
+        input: &mut BytesMut,
+        limits: &Limits,
+        base: u64,
+    ) -> Result<Option<(Command, usize)>, DecodeError> {
+        self.next(input, limits, base)
+    }
+    fn taken(&self) -> usize {
+        self.len
+    }
+}
+
+impl<S: DecodeState> Decoder<S> {
     pub fn new(limits: Limits) -> Self {
-        FrameDecoder {
+        Decoder {
             limits,
-            ..FrameDecoder::default()
+            buf: BytesMut::new(),
+            state: S::default(),
+            consumed: 0,
         }
     }
 
@@ -170,22 +233,22 @@ impl FrameDecoder {
         &mut self.buf
     }
 
-    /// Bytes fed but not yet returned as part of a frame.
+    /// Bytes fed but not yet returned as part of an item.
     pub fn buffered(&self) -> usize {
-        self.buf.len() + self.state.len
+        self.buf.len() + self.state.taken()
     }
 
-    /// Bytes of all frames returned so far.
+    /// Bytes of all items returned so far.
     pub fn consumed(&self) -> u64 {
         self.consumed
     }
 
-    /// The next complete frame and the number of bytes it took, or `Ok(None)` until more
+    /// The next complete item and the number of bytes it took, or `Ok(None)` until more
     /// bytes are fed.
-    pub fn next_frame(&mut self) -> Result<Option<(Frame, usize)>, DecodeError> {
+    fn next_item(&mut self) -> Result<Option<(S::Item, usize)>, DecodeError> {
         let next = self
             .state
-            .next(&mut self.buf, &self.limits, self.consumed)?;
+            .next_item(&mut self.buf, &self.limits, self.consumed)?;
         if let Some((_, len)) = &next {
             self.consumed += *len as u64;
         }
@@ -193,56 +256,19 @@ impl FrameDecoder {
     }
 }
 
-/// Reads commands off a connection, as [`FrameDecoder`] reads replies: what a master sends its
-/// replicas once the snapshot is over. Each command comes with the number of bytes it took,
-/// blank lines Redis would skip before it included, so the sum is the replication offset.
-#[derive(Debug, Default)]
-pub struct CommandDecoder {
-    limits: Limits,
-    buf: BytesMut,
-    state: CommandState,
-    consumed: u64,
+impl FrameDecoder {
+    /// The next complete reply and the number of bytes it took, or `Ok(None)` until more
+    /// bytes are fed.
+    pub fn next_frame(&mut self) -> Result<Option<(Frame, usize)>, DecodeError> {
+        self.next_item()
+    }
 }
 
 impl CommandDecoder {
-    pub fn new(limits: Limits) -> Self {
-        CommandDecoder {
-            limits,
-            ..CommandDecoder::default()
-        }
-    }
-
-    /// Appends bytes received from the peer.
-    pub fn feed(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// The buffer of bytes not yet decoded, to read into directly. Append to it; bytes already
-    /// in it must not be changed.
-    pub fn buffer_mut(&mut self) -> &mut BytesMut {
-        &mut self.buf
-    }
-
-    /// Bytes fed but not yet returned as part of a command.
-    pub fn buffered(&self) -> usize {
-        self.buf.len() + self.state.len
-    }
-
-    /// Bytes of all commands returned so far.
-    pub fn consumed(&self) -> u64 {
-        self.consumed
-    }
-
     /// The next complete command and the number of bytes it took, or `Ok(None)` until more
     /// bytes are fed.
     pub fn next_command(&mut self) -> Result<Option<(Command, usize)>, DecodeError> {
-        let next = self
-            .state
-            .next(&mut self.buf, &self.limits, self.consumed)?;
-        if let Some((_, len)) = &next {
-            self.consumed += *len as u64;
-        }
-        Ok(next)
+        self.next_item()
     }
 }
 
@@ -295,7 +321,7 @@ impl Input for BytesMut {
 
 /// A reply being read: the arrays opened and not yet filled, and the bytes taken so far.
 #[derive(Debug, Default)]
-struct FrameState {
+pub struct FrameState {
     /// Innermost last.
     open: Vec<OpenArray>,
     len: usize,
@@ -381,7 +407,7 @@ impl FrameState {
 /// A command being read: its arguments so far, and the bytes taken so far (with the blank
 /// lines skipped before it).
 #[derive(Debug, Default)]
-pub(super) struct CommandState {
+pub struct CommandState {
     open: Option<OpenCommand>,
     len: usize,
 }

@@ -27,7 +27,10 @@ mod parse;
 pub mod replication;
 
 pub use command::{Command, NotACommand};
-pub use decode::{decode_command, decode_frame, CommandDecoder, DecodeError, FrameDecoder, Limits};
+pub use decode::{
+    decode_command, decode_frame, CommandDecoder, CommandState, DecodeError, DecodeState, Decoder,
+    FrameDecoder, FrameState, Limits,
+};
 pub use encode::{command_len, encode_command};
 pub use frame::Frame;
 pub use replication::{
