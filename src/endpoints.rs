@@ -9,7 +9,8 @@ use ferry_engine::replica::Credentials;
 /// `--source` / `--target` and where their passwords may come from.
 #[derive(Args, Clone)]
 pub struct EndpointArgs {
-    /// Source deployment: redis://[user:password@]host:port
+    /// Source deployment: redis://[user:password@]host:port (`ferry sync` also takes the path
+    /// of an RDB file)
     #[arg(long)]
     pub source: String,
     /// Target deployment: redis://[user:password@]host:port
@@ -27,19 +28,32 @@ pub struct EndpointArgs {
 
 impl EndpointArgs {
     pub fn resolve(&self) -> Result<(Endpoint, Endpoint)> {
-        let source = endpoint(
+        Ok((self.resolve_source()?, self.resolve_target()?))
+    }
+
+    pub fn resolve_source(&self) -> Result<Endpoint> {
+        endpoint(
             "--source",
             &self.source,
             "FERRY_SOURCE_PASSWORD",
             &self.source_password_file,
-        )?;
-        let target = endpoint(
+        )
+    }
+
+    pub fn resolve_target(&self) -> Result<Endpoint> {
+        endpoint(
             "--target",
             &self.target,
             "FERRY_TARGET_PASSWORD",
             &self.target_password_file,
-        )?;
-        Ok((source, target))
+        )
+    }
+
+    /// The source as an RDB file path, when it is one rather than a URL.
+    pub fn source_file(&self) -> Option<std::path::PathBuf> {
+        let is_url = self.source.starts_with("redis://") || self.source.starts_with("rediss://");
+        (!is_url && std::path::Path::new(&self.source).is_file())
+            .then(|| self.source.clone().into())
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ferry_engine::precheck::{self, Existing, Status};
-use ferry_engine::sync::{FullSync, FullSyncOptions, Phase, ShardProgress};
+use ferry_engine::sync::{load_file, FullSync, FullSyncOptions, Phase, ShardProgress};
 
 use crate::endpoints::EndpointArgs;
 
@@ -50,35 +50,54 @@ enum ExistingArg {
 }
 
 pub fn run(args: SyncArgs) -> Result<ExitCode> {
-    let (source, target) = args.endpoints.resolve()?;
     let Mode::Full = args.mode;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let precheck_options = precheck::Options {
+        existing: match args.existing {
+            ExistingArg::Fail => Existing::Fail,
+            ExistingArg::Replace => Existing::Replace,
+        },
+        allow_eviction: args.allow_eviction,
+        ..precheck::Options::default()
+    };
+    let options = FullSyncOptions {
+        rewrite: args.rewrite,
+        batch_keys: args.batch_keys.max(1),
+        ..FullSyncOptions::default()
+    };
+    if let Some(path) = args.endpoints.source_file() {
+        let target = args.endpoints.resolve_target()?;
+        return runtime.block_on(async {
+            if !args.skip_precheck {
+                require(precheck::run_target(&target, &precheck_options).await)?;
+            }
+            eprintln!("loading {} into {target}", path.display());
+            let report = tokio::select! {
+                report = load_file(&path, &target, &options) => report?,
+                signal = stop_signal() => bail!("stopped by {signal}; the target holds a partial copy (run again with --existing replace)"),
+            };
+            let secs = report.elapsed.as_secs_f64().max(1e-9);
+            let keys = report.snapshot.restored + report.snapshot.rewritten;
+            println!(
+                "rdb file done: {keys} keys ({} restored, {} rewritten, {} expired skipped, {} in other dbs), {:.1} MB in {secs:.1} s ({:.0} keys/s)",
+                report.snapshot.restored,
+                report.snapshot.rewritten,
+                report.snapshot.expired,
+                report.snapshot.skipped_other_db,
+                report.bytes as f64 / 1e6,
+                keys as f64 / secs
+            );
+            Ok(ExitCode::SUCCESS)
+        });
+    }
+    let (source, target) = args.endpoints.resolve()?;
     runtime.block_on(async {
         if !args.skip_precheck {
-            let options = precheck::Options {
-                existing: match args.existing {
-                    ExistingArg::Fail => Existing::Fail,
-                    ExistingArg::Replace => Existing::Replace,
-                },
-                allow_eviction: args.allow_eviction,
-                ..precheck::Options::default()
-            };
-            let report = precheck::run(&source, &target, &options).await;
-            if !report.passed() {
-                for item in report.items.iter().filter(|i| i.status == Status::Fail) {
-                    eprintln!("precheck {}: {} (fix: {})", item.name, item.detail, item.fix);
-                }
-                bail!("precheck failed; nothing was written (run `ferry precheck` for every item)");
-            }
+            require(precheck::run(&source, &target, &precheck_options).await)?;
         }
-        let options = FullSyncOptions {
-            rewrite: args.rewrite,
-            batch_keys: args.batch_keys.max(1),
-            ..FullSyncOptions::default()
-        };
         let sync = FullSync::prepare(&source, &target, options).await?;
         eprintln!(
             "full sync {source} ({} shards, {}) -> {target} ({} shards, {})",
@@ -122,6 +141,20 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Stops with the failed items when the precheck did not pass.
+fn require(report: precheck::Report) -> Result<()> {
+    if report.passed() {
+        return Ok(());
+    }
+    for item in report.items.iter().filter(|i| i.status == Status::Fail) {
+        eprintln!(
+            "precheck {}: {} (fix: {})",
+            item.name, item.detail, item.fix
+        );
+    }
+    bail!("precheck failed; nothing was written (run `ferry precheck` for every item)");
 }
 
 /// Resolves on SIGINT or SIGTERM, naming it.

@@ -126,6 +126,39 @@ pub async fn run(source: &Endpoint, target: &Endpoint, options: &Options) -> Rep
     Report { items }
 }
 
+/// The checks that concern the target alone, for a source that is an RDB file:
+/// connectivity, slot coverage, an empty target and the eviction policy.
+pub async fn run_target(target: &Endpoint, options: &Options) -> Report {
+    let side = Side::read("target", target, options.timeout).await;
+    let mut items = Vec::new();
+    match &side {
+        Ok(t) => items.push(pass("connectivity", format!("{} target nodes answer", t.nodes))),
+        Err(e) => items.push(problem(
+            "connectivity",
+            Status::Fail,
+            format!("{}: {}", e.side, e.message),
+            "check the URL, the password (user:password@) and that every node is reachable from this host",
+        )),
+    }
+    let Ok(target_side) = side else {
+        return Report { items };
+    };
+    let uncovered = target_side.deployment.topology.uncovered();
+    items.push(if uncovered == 0 {
+        pass("slot-coverage", "every target slot is served")
+    } else {
+        problem(
+            "slot-coverage",
+            Status::Fail,
+            format!("{uncovered} target slots have no master"),
+            "assign every slot (CLUSTER ADDSLOTS) and wait for cluster_state:ok",
+        )
+    });
+    items.push(target_empty(&target_side, options.existing));
+    items.push(eviction_policy(&target_side, options.allow_eviction));
+    Report { items }
+}
+
 /// One side: its discovered deployment, facts from every master, and which nodes answered.
 struct Side {
     deployment: Deployment,

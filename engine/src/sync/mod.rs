@@ -3,10 +3,13 @@
 //!
 //! - `snapshot`: RDB keys to write groups (`RESTORE` or a command rewrite).
 //! - `full`: the full sync of every source shard, with progress counters.
+//! - `file`: an RDB file as the source.
 
+mod file;
 mod full;
 mod snapshot;
 
+pub use file::{load_file, FileError, FileReport};
 pub use full::{
     FullSync, FullSyncOptions, Phase, ShardProgress, ShardReport, SyncError, SyncReport,
 };

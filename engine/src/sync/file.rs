@@ -1,0 +1,95 @@
+//! An RDB file as the source: the file read in chunks through the same parser and sink as a
+//! replication snapshot, applied to the target as it is read.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::full::FullSyncOptions;
+use super::snapshot::{SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
+use crate::apply::{Applier, ApplyError, ApplyStats};
+use crate::deployment::{Deployment, DiscoverError, Family};
+use crate::endpoint::Endpoint;
+use crate::rdb::{self, Parser};
+
+/// Bytes read from the file at a time.
+const CHUNK: usize = 1 << 20;
+
+/// What loading a file did.
+#[derive(Debug, Clone)]
+pub struct FileReport {
+    pub bytes: u64,
+    pub snapshot: SnapshotStats,
+    pub apply: ApplyStats,
+    pub elapsed: Duration,
+}
+
+/// Why loading a file failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Snapshot { path: String, source: SnapshotError },
+    #[error("discovering the target: {0}")]
+    Discover(#[from] DiscoverError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+/// Applies every key of the RDB file at `path` (of db `options.db`) to the target.
+pub async fn load_file(
+    path: &Path,
+    target: &Endpoint,
+    options: &FullSyncOptions,
+) -> Result<FileReport, FileError> {
+    let started = Instant::now();
+    let shown = path.display().to_string();
+    let read_error = |source| FileError::Read {
+        path: shown.clone(),
+        source,
+    };
+    let snapshot_error = |source| FileError::Snapshot {
+        path: shown.clone(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    let target = Deployment::discover(target, options.timeout).await?;
+    let mode = ValueMode {
+        force_rewrite: options.rewrite,
+        target_rdb_version: target.server.rdb_version(),
+        target_reads_valkey: target.server.family == Family::Valkey && target.server.version.0 >= 9,
+    };
+    let mut applier = Applier::new(target, options.apply.clone());
+    let mut parser = Parser::new(rdb::Config::default());
+    let mut sink = SnapshotSink::new(mode, options.db);
+    let mut buf = vec![0u8; CHUNK];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(read_error)?;
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        parser.feed(&buf[..n], &mut sink).map_err(snapshot_error)?;
+        let (keys, size) = sink.pending();
+        if keys >= options.batch_keys || size >= options.batch_bytes {
+            let (batch, _) = sink.take_groups();
+            applier.apply(batch).await?;
+        }
+    }
+    parser
+        .finish()
+        .map_err(|e| snapshot_error(SnapshotError::Rdb(e)))?;
+    let (batch, _) = sink.take_groups();
+    applier.apply(batch).await?;
+    Ok(FileReport {
+        bytes,
+        snapshot: sink.stats().clone(),
+        apply: applier.stats().clone(),
+        elapsed: started.elapsed(),
+    })
+}
