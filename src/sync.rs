@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ferry_engine::precheck::{self, Existing, Status};
-use ferry_engine::sync::{load_file, FullSync, FullSyncOptions, Phase, ShardProgress};
+use ferry_engine::rdb::ObjectType;
+use ferry_engine::route::KeyFilter;
+use ferry_engine::sync::{load_file, FullSync, FullSyncOptions, Phase, Selection, ShardProgress};
 
 use crate::endpoints::EndpointArgs;
 
@@ -36,6 +38,56 @@ pub struct SyncArgs {
     /// Keys per batch applied to the target.
     #[arg(long, default_value_t = 2000)]
     batch_keys: usize,
+    /// The source db to copy (standalone sources; default: the source URL's /N, else 0).
+    /// The target db is the target URL's /N.
+    #[arg(long, value_name = "N")]
+    db: Option<u32>,
+    /// Copy only keys starting with this prefix (repeatable).
+    #[arg(long = "prefix", value_name = "PREFIX")]
+    prefixes: Vec<String>,
+    /// Copy only keys matching this glob pattern, as SCAN MATCH reads it (repeatable).
+    #[arg(long = "match", value_name = "PATTERN")]
+    patterns: Vec<String>,
+    /// Leave out keys starting with this prefix (repeatable).
+    #[arg(long = "exclude-prefix", value_name = "PREFIX")]
+    exclude_prefixes: Vec<String>,
+    /// Leave out keys matching this glob pattern (repeatable).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    exclude_patterns: Vec<String>,
+    /// Copy only keys of this type: string, list, set, zset, hash, stream (repeatable).
+    #[arg(long = "type", value_name = "TYPE", value_parser = parse_type)]
+    types: Vec<ObjectType>,
+}
+
+fn parse_type(text: &str) -> Result<ObjectType, String> {
+    Ok(match text {
+        "string" => ObjectType::String,
+        "list" => ObjectType::List,
+        "set" => ObjectType::Set,
+        "zset" => ObjectType::Zset,
+        "hash" => ObjectType::Hash,
+        "stream" => ObjectType::Stream,
+        other => {
+            return Err(format!(
+                "unknown type {other:?}, expected string, list, set, zset, hash or stream"
+            ))
+        }
+    })
+}
+
+impl SyncArgs {
+    fn selection(&self) -> Selection {
+        let bytes = |v: &[String]| v.iter().map(|s| s.as_bytes().to_vec()).collect();
+        Selection {
+            keys: KeyFilter {
+                prefixes: bytes(&self.prefixes),
+                patterns: bytes(&self.patterns),
+                exclude_prefixes: bytes(&self.exclude_prefixes),
+                exclude_patterns: bytes(&self.exclude_patterns),
+            },
+            types: self.types.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -63,9 +115,11 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
         allow_eviction: args.allow_eviction,
         ..precheck::Options::default()
     };
-    let options = FullSyncOptions {
+    let mut options = FullSyncOptions {
         rewrite: args.rewrite,
         batch_keys: args.batch_keys.max(1),
+        db: args.db.unwrap_or(0),
+        selection: args.selection(),
         ..FullSyncOptions::default()
     };
     if let Some(path) = args.endpoints.source_file() {
@@ -94,6 +148,7 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
         });
     }
     let (source, target) = args.endpoints.resolve()?;
+    options.db = args.db.or(source.db).unwrap_or(0);
     runtime.block_on(async {
         if !args.skip_precheck {
             require(precheck::run(&source, &target, &precheck_options).await)?;
@@ -120,12 +175,13 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
         let secs = report.elapsed.as_secs_f64().max(1e-9);
         for shard in &report.shards {
             println!(
-                "shard {}: {} keys ({} restored, {} rewritten, {} expired skipped), {:.1} MB snapshot at offset {} of {}, {:.1} s",
+                "shard {}: {} keys ({} restored, {} rewritten, {} expired and {} filtered out skipped), {:.1} MB snapshot at offset {} of {}, {:.1} s",
                 shard.source,
                 shard.snapshot.restored + shard.snapshot.rewritten,
                 shard.snapshot.restored,
                 shard.snapshot.rewritten,
                 shard.snapshot.expired,
+                shard.snapshot.filtered,
                 shard.snapshot_bytes as f64 / 1e6,
                 shard.offset,
                 shard.replid,

@@ -27,6 +27,12 @@ pub enum LinkError {
     Reply { addr: String, source: DecodeError },
     #[error("{addr} refused AUTH: {reply}")]
     Auth { addr: String, reply: String },
+    #[error("{addr} refused SELECT {db}: {reply}")]
+    Select {
+        addr: String,
+        db: u32,
+        reply: String,
+    },
     #[error("tls to {addr} is not supported yet; use redis:// or a TLS-terminating proxy")]
     Tls { addr: String },
 }

@@ -35,7 +35,7 @@ mod throttle;
 
 pub use census::{Census, DbCount, SlotCount};
 pub use config::{
-    glob_match, parse_slots, Config, Filter, Mode, RateLimits, ReadFrom, Windows, RESERVED_PREFIX,
+    parse_slots, Config, Filter, Mode, RateLimits, ReadFrom, Windows, RESERVED_PREFIX,
 };
 pub use diff::{
     Cause, Change, Detail, DiffKind, Difference, EntryChange, Facts, FieldChange, FieldValue,

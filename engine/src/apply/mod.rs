@@ -97,6 +97,18 @@ pub struct ApplyStats {
     pub topology_refreshes: u64,
 }
 
+impl ApplyStats {
+    /// Adds another applier's counters to these.
+    pub fn add(&mut self, other: &ApplyStats) {
+        self.groups += other.groups;
+        self.commands += other.commands;
+        self.bytes += other.bytes;
+        self.redirects += other.redirects;
+        self.retries += other.retries;
+        self.topology_refreshes += other.topology_refreshes;
+    }
+}
+
 /// Where a group goes in the next round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
@@ -110,6 +122,26 @@ struct Pending {
     group: WriteGroup,
     route: Route,
     redirects: u32,
+}
+
+/// Connects to a target node, selecting `db` (standalone targets only).
+async fn connect(
+    addr: &NodeAddr,
+    credentials: Option<&crate::replica::Credentials>,
+    db: Option<u32>,
+    timeout: Duration,
+) -> Result<Link, LinkError> {
+    let mut link = Link::connect(&addr.host, addr.port, credentials, timeout).await?;
+    if let Some(db) = db.filter(|&db| db != 0) {
+        if let Frame::Error(e) = link.call(&["SELECT", &db.to_string()]).await? {
+            return Err(LinkError::Select {
+                addr: link.addr().to_string(),
+                db,
+                reply: String::from_utf8_lossy(&e).into_owned(),
+            });
+        }
+    }
+    Ok(link)
 }
 
 /// What one reply says about the group it belongs to.
@@ -242,6 +274,11 @@ impl Applier {
         for (index, (addr, list)) in by_node.iter().enumerate() {
             let link = self.links.remove(addr);
             let credentials = self.target.endpoint.credentials.clone();
+            let db = self
+                .target
+                .endpoint
+                .db
+                .filter(|_| !self.target.topology.cluster);
             let timeout = self.config.connect_timeout;
             let addr = addr.clone();
             let mut argv_count = 0u64;
@@ -262,9 +299,7 @@ impl Applier {
             tasks.spawn(async move {
                 let mut link = match link {
                     Some(link) => link,
-                    None => {
-                        Link::connect(&addr.host, addr.port, credentials.as_ref(), timeout).await?
-                    }
+                    None => connect(&addr, credentials.as_ref(), db, timeout).await?,
                 };
                 for command in &commands {
                     link.queue_command(command);

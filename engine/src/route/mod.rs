@@ -1,7 +1,10 @@
-//! Routing: which slot a key hashes to, and which master of a deployment owns that slot.
+//! Routing: which slot a key hashes to, which master of a deployment owns that slot, and
+//! which keys a filter selects.
 
+mod pattern;
 mod slot;
 mod topology;
 
+pub use pattern::{glob_match, KeyFilter};
 pub use slot::{InvalidSlot, Slot, SlotRange, SLOT_COUNT};
 pub use topology::{NodeAddr, Shard, SlotsReplyError, Topology};

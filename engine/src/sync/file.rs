@@ -65,7 +65,7 @@ pub async fn load_file(
     };
     let mut applier = Applier::new(target, options.apply.clone());
     let mut parser = Parser::new(rdb::Config::default());
-    let mut sink = SnapshotSink::new(mode, options.db);
+    let mut sink = SnapshotSink::new(mode, options.db, options.selection.clone());
     let mut buf = vec![0u8; CHUNK];
     let mut bytes = 0u64;
     loop {

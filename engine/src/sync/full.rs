@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::snapshot::{SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
+use super::snapshot::{Selection, SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
 use crate::apply::{Applier, ApplyConfig, ApplyError, ApplyStats, WriteGroup};
 use crate::deployment::{Deployment, DiscoverError, Family};
 use crate::endpoint::Endpoint;
@@ -32,6 +32,10 @@ pub struct FullSyncOptions {
     pub db: u32,
     pub timeout: Duration,
     pub apply: ApplyConfig,
+    /// Batches applied at once per source shard, each by its own connections.
+    pub apply_workers: usize,
+    /// Which keys are copied.
+    pub selection: Selection,
 }
 
 impl Default for FullSyncOptions {
@@ -43,6 +47,8 @@ impl Default for FullSyncOptions {
             db: 0,
             timeout: Duration::from_secs(10),
             apply: ApplyConfig::default(),
+            apply_workers: 4,
+            selection: Selection::default(),
         }
     }
 }
@@ -303,24 +309,37 @@ impl ShardSync {
 
         // Batches go to an apply task through a short queue, so parsing goes on while the
         // previous batch is being applied.
-        let (batches, mut queue) = mpsc::channel::<Vec<WriteGroup>>(2);
-        let mut applier = Applier::new(self.target.clone(), self.options.apply.clone());
-        let progress = self.progress.clone();
-        let applying = tokio::spawn(async move {
-            while let Some(batch) = queue.recv().await {
-                let keys = batch.len() as u64;
-                let bytes_before = applier.stats().bytes;
-                applier.apply(batch).await?;
-                progress.applied_keys.fetch_add(keys, Ordering::Relaxed);
-                progress
-                    .applied_bytes
-                    .fetch_add(applier.stats().bytes - bytes_before, Ordering::Relaxed);
-            }
-            Ok::<_, ApplyError>(applier.stats().clone())
-        });
+        // Batches go to apply workers through a short queue, so parsing goes on while earlier
+        // batches are applied. A snapshot holds each key once, so batches may land in any
+        // order: several workers, each with its own connections, keep the target busy.
+        let workers = self.options.apply_workers.max(1);
+        let (batches, queue) = mpsc::channel::<Vec<WriteGroup>>(workers * 2);
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let mut applying = JoinSet::new();
+        for _ in 0..workers {
+            let mut applier = Applier::new(self.target.clone(), self.options.apply.clone());
+            let progress = self.progress.clone();
+            let queue = queue.clone();
+            applying.spawn(async move {
+                loop {
+                    let Some(batch) = queue.lock().await.recv().await else {
+                        break;
+                    };
+                    let keys = batch.len() as u64;
+                    let bytes_before = applier.stats().bytes;
+                    applier.apply(batch).await?;
+                    progress.applied_keys.fetch_add(keys, Ordering::Relaxed);
+                    progress
+                        .applied_bytes
+                        .fetch_add(applier.stats().bytes - bytes_before, Ordering::Relaxed);
+                }
+                Ok::<_, ApplyError>(applier.stats().clone())
+            });
+        }
 
         let mut parser = Parser::new(rdb::Config::default());
-        let mut sink = SnapshotSink::new(self.mode, self.options.db);
+        let mut sink =
+            SnapshotSink::new(self.mode, self.options.db, self.options.selection.clone());
         let snapshot_error = |source| SyncError::Snapshot {
             shard: shard.clone(),
             source,
@@ -360,13 +379,17 @@ impl ShardSync {
             }
         };
         drop(batches);
-        let apply = applying
-            .await
-            .expect("apply task panicked")
-            .map_err(|source| SyncError::Apply {
-                shard: shard.clone(),
-                source,
-            })?;
+        let mut apply = ApplyStats::default();
+        while let Some(joined) = applying.join_next().await {
+            let stats =
+                joined
+                    .expect("apply worker panicked")
+                    .map_err(|source| SyncError::Apply {
+                        shard: shard.clone(),
+                        source,
+                    })?;
+            apply.add(&stats);
+        }
         let snapshot_bytes = snapshot_bytes.ok_or_else(|| SyncError::Protocol {
             shard: shard.clone(),
             detail: "the apply task stopped early".into(),

@@ -13,4 +13,4 @@ pub use file::{load_file, FileError, FileReport};
 pub use full::{
     FullSync, FullSyncOptions, Phase, ShardProgress, ShardReport, SyncError, SyncReport,
 };
-pub use snapshot::{score_text, SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
+pub use snapshot::{score_text, Selection, SnapshotError, SnapshotSink, SnapshotStats, ValueMode};

@@ -17,6 +17,7 @@ use crate::rdb::{
     Want,
 };
 use crate::resp::Command;
+use crate::route::KeyFilter;
 
 /// Elements per rewrite command (`RPUSH key e1 ... e512`).
 const REWRITE_CHUNK: usize = 512;
@@ -42,6 +43,21 @@ pub enum SnapshotError {
     NoRewrite { key: String, kind: &'static str },
 }
 
+/// Which keys of a snapshot are copied: names selected by `keys`, of one of `types` (any,
+/// when empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub keys: KeyFilter,
+    pub types: Vec<ObjectType>,
+}
+
+impl Selection {
+    fn selects(&self, key: &Key<'_>) -> bool {
+        self.keys.selects(key.key)
+            && (self.types.is_empty() || self.types.contains(&key.object_type()))
+    }
+}
+
 /// Counters of what the snapshot held.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SnapshotStats {
@@ -50,12 +66,15 @@ pub struct SnapshotStats {
     pub rewritten: u64,
     pub expired: u64,
     pub skipped_other_db: u64,
+    /// Keys the selection left out.
+    pub filtered: u64,
 }
 
 /// Collects write groups from parser events; the caller drains them with
 /// [`SnapshotSink::take_groups`] between chunks.
 pub struct SnapshotSink {
     mode: ValueMode,
+    selection: Selection,
     /// Only keys of this db are copied (cluster sources only have db 0).
     db: u32,
     header: Option<Header>,
@@ -64,6 +83,9 @@ pub struct SnapshotSink {
     bytes: usize,
     /// The rewrite of the key being read, when its elements are coming.
     rewrite: Option<Rewrite>,
+    /// Whether the key being read is copied (the parser reports every value's end, skipped
+    /// ones too).
+    wanted: bool,
     now_ms: i64,
     stats: SnapshotStats,
 }
@@ -90,15 +112,17 @@ struct StreamRewrite {
 }
 
 impl SnapshotSink {
-    pub fn new(mode: ValueMode, db: u32) -> Self {
+    pub fn new(mode: ValueMode, db: u32, selection: Selection) -> Self {
         SnapshotSink {
             mode,
+            selection,
             db,
             header: None,
             restore: false,
             groups: Vec::new(),
             bytes: 0,
             rewrite: None,
+            wanted: false,
             now_ms: now_ms(),
             stats: SnapshotStats::default(),
         }
@@ -145,16 +169,23 @@ impl Sink for SnapshotSink {
     }
 
     fn key(&mut self, key: &Key<'_>) -> Result<Want, SnapshotError> {
+        self.wanted = false;
+        self.rewrite = None;
         if key.db != self.db {
             self.stats.skipped_other_db += 1;
             return Ok(Want::Nothing);
         }
         self.stats.keys += 1;
+        if !self.selection.selects(key) {
+            self.stats.filtered += 1;
+            return Ok(Want::Nothing);
+        }
         if key.expire_at_ms.is_some_and(|at| at <= self.now_ms) {
             self.stats.expired += 1;
             return Ok(Want::Nothing);
         }
         let kind = key.object_type();
+        self.wanted = true;
         if self.restore {
             // Values too big to hold whole come as elements instead, and are rewritten.
             return Ok(Want::Raw);
@@ -169,6 +200,9 @@ impl Sink for SnapshotSink {
     }
 
     fn element(&mut self, key: &Key<'_>, element: &Element<'_>) -> Result<(), SnapshotError> {
+        if !self.wanted {
+            return Ok(());
+        }
         let stream_v2 = self.mode.target_rdb_version >= 10;
         let rewrite = self
             .rewrite
@@ -179,6 +213,9 @@ impl Sink for SnapshotSink {
 
     fn value(&mut self, key: &Key<'_>, value: &ValueEnd<'_>) -> Result<(), SnapshotError> {
         let rewrite = self.rewrite.take();
+        if !std::mem::take(&mut self.wanted) {
+            return Ok(());
+        }
         let name = Bytes::copy_from_slice(key.key);
         if let (true, Some(raw), Some(header)) = (self.restore, value.raw, self.header) {
             let payload = payload::build(key.rdb_type, raw, header.version);
@@ -426,6 +463,64 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rdb::{Config, Parser};
+
+    fn groups(
+        file: &[u8],
+        mode: ValueMode,
+        db: u32,
+        selection: Selection,
+    ) -> (Vec<WriteGroup>, SnapshotStats) {
+        let mut sink = SnapshotSink::new(mode, db, selection);
+        let mut parser = Parser::new(Config::default());
+        parser.feed(file, &mut sink).unwrap();
+        parser.finish().unwrap();
+        (sink.take_groups().0, sink.stats().clone())
+    }
+
+    /// REDIS0003: db 0 {"k": "v", "gone": "x" expired in 1970}, db 2 {"a:1": "b", "z": "c"}.
+    const FILE: &[u8] = b"REDIS0003\xfe\x00\x00\x01k\x01v\xfc\x01\x00\x00\x00\x00\x00\x00\x00\x00\x04gone\x01x\xfe\x02\x00\x03a:1\x01b\x00\x01z\x01c\xff";
+
+    const REWRITE: ValueMode = ValueMode {
+        force_rewrite: true,
+        target_rdb_version: 10,
+        target_reads_valkey: false,
+    };
+
+    #[test]
+    fn only_wanted_keys_become_groups() {
+        let (all, stats) = groups(FILE, REWRITE, 0, Selection::default());
+        let keys: Vec<&[u8]> = all.iter().map(|g| g.key.as_ref()).collect();
+        assert_eq!(keys, [&b"k"[..]]);
+        assert_eq!((stats.expired, stats.skipped_other_db), (1, 2));
+
+        let selection = Selection {
+            keys: KeyFilter {
+                prefixes: vec![b"a:".to_vec()],
+                ..KeyFilter::default()
+            },
+            types: Vec::new(),
+        };
+        let (db2, stats) = groups(FILE, REWRITE, 2, selection);
+        let keys: Vec<&[u8]> = db2.iter().map(|g| g.key.as_ref()).collect();
+        assert_eq!(keys, [&b"a:1"[..]]);
+        assert_eq!(stats.filtered, 1);
+        let names: Vec<&[u8]> = db2[0].commands.iter().map(|c| c.name()).collect();
+        assert_eq!(names, [&b"DEL"[..], b"APPEND"]);
+    }
+
+    #[test]
+    fn restorable_keys_become_one_restore_each() {
+        let mode = ValueMode {
+            force_rewrite: false,
+            ..REWRITE
+        };
+        let (all, stats) = groups(FILE, mode, 2, Selection::default());
+        assert_eq!(stats.restored, 2);
+        assert!(all
+            .iter()
+            .all(|g| g.commands.len() == 1 && g.commands[0].is("restore")));
+    }
 
     #[test]
     fn scores_print_so_that_redis_reads_the_same_double() {
