@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use ferry_engine::metrics::Exporter;
 use ferry_engine::precheck::{self, Existing, Status};
 use ferry_engine::rdb::ObjectType;
 use ferry_engine::route::KeyFilter;
@@ -54,6 +55,9 @@ pub struct SyncArgs {
     /// Leave out keys matching this glob pattern (repeatable).
     #[arg(long = "exclude", value_name = "PATTERN")]
     exclude_patterns: Vec<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics and a JSON status on /status.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Copy only keys of this type: string, list, set, zset, hash, stream (repeatable).
     #[arg(long = "type", value_name = "TYPE", value_parser = parse_type)]
     types: Vec<ObjectType>,
@@ -162,6 +166,14 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
             sync.target().server,
         );
         let progress = sync.progress().to_vec();
+        if let Some(addr) = args.metrics_addr {
+            let (bound, serve) = Exporter::new(progress.clone())
+                .bind(addr)
+                .await
+                .with_context(|| format!("--metrics-addr {addr}"))?;
+            eprintln!("metrics on http://{bound}/metrics, status on http://{bound}/status");
+            tokio::spawn(serve);
+        }
         let reporter = tokio::spawn(report_progress(progress));
         let outcome = tokio::select! {
             outcome = sync.run() => outcome,

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod deployment;
 pub mod endpoint;
 pub mod link;
+pub mod metrics;
 pub mod precheck;
 pub mod rdb;
 pub mod replica;

@@ -99,7 +99,7 @@ pub struct ShardProgress {
 }
 
 impl ShardProgress {
-    fn new(source: NodeAddr) -> Self {
+    pub fn new(source: NodeAddr) -> Self {
         ShardProgress {
             source,
             phase: AtomicU8::new(Phase::Connecting as u8),
@@ -120,6 +120,11 @@ impl ShardProgress {
 
     fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// Counts snapshot bytes received.
+    pub fn record_received(&self, bytes: u64) {
+        self.received.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Snapshot bytes received so far.
@@ -348,9 +353,7 @@ impl ShardSync {
             match session.next_event().await.map_err(session_error)? {
                 SessionEvent::SnapshotBegin(_) => {}
                 SessionEvent::SnapshotChunk(bytes) => {
-                    self.progress
-                        .received
-                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    self.progress.record_received(bytes.len() as u64);
                     parser.feed(&bytes, &mut sink).map_err(snapshot_error)?;
                     let (keys, size) = sink.pending();
                     if keys >= self.options.batch_keys || size >= self.options.batch_bytes {
