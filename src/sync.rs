@@ -55,6 +55,13 @@ pub struct SyncArgs {
     /// Leave out keys matching this glob pattern (repeatable).
     #[arg(long = "exclude", value_name = "PATTERN")]
     exclude_patterns: Vec<String>,
+    /// Take each shard's snapshot from one of its replicas instead of its master (a shard
+    /// without a replica uses its master).
+    #[arg(long, value_enum, default_value = "master")]
+    snapshot_from: SnapshotFrom,
+    /// Snapshots taken at once from the nodes of one host (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_snapshots_per_host: usize,
     /// Serve Prometheus metrics on http://ADDR/metrics and a JSON status on /status.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -99,6 +106,12 @@ enum Mode {
     Full,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SnapshotFrom {
+    Master,
+    Replica,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ExistingArg {
     Fail,
@@ -124,6 +137,8 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
         batch_keys: args.batch_keys.max(1),
         db: args.db.unwrap_or(0),
         selection: args.selection(),
+        snapshot_from_replica: args.snapshot_from == SnapshotFrom::Replica,
+        max_snapshots_per_host: args.max_snapshots_per_host,
         ..FullSyncOptions::default()
     };
     if let Some(path) = args.endpoints.source_file() {

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::snapshot::{Selection, SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
@@ -36,6 +38,12 @@ pub struct FullSyncOptions {
     pub apply_workers: usize,
     /// Which keys are copied.
     pub selection: Selection,
+    /// Take each shard's snapshot from one of its replicas (when it has one) instead of its
+    /// master, to spare the master the fork.
+    pub snapshot_from_replica: bool,
+    /// Snapshots taken at once from the nodes of one host (0: no limit): several masters on
+    /// one machine should not all fork together.
+    pub max_snapshots_per_host: usize,
 }
 
 impl Default for FullSyncOptions {
@@ -49,6 +57,8 @@ impl Default for FullSyncOptions {
             apply: ApplyConfig::default(),
             apply_workers: 4,
             selection: Selection::default(),
+            snapshot_from_replica: false,
+            max_snapshots_per_host: 0,
         }
     }
 }
@@ -240,9 +250,24 @@ impl FullSync {
                 && self.target.server.version.0 >= 9,
         };
         let mut tasks = JoinSet::new();
-        for progress in &self.progress {
+        let mut hosts: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        for (progress, shard) in self.progress.iter().zip(&self.source.topology.shards) {
+            let node = match shard.replicas.first() {
+                Some(replica) if self.options.snapshot_from_replica => replica.clone(),
+                _ => shard.master.clone(),
+            };
+            let limit = match self.options.max_snapshots_per_host {
+                0 => Semaphore::MAX_PERMITS,
+                n => n,
+            };
+            let host = hosts
+                .entry(node.host.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+                .clone();
             let shard = ShardSync {
                 endpoint: self.source.endpoint.clone(),
+                node,
+                host,
                 progress: progress.clone(),
                 target: self.target.clone(),
                 options: self.options.clone(),
@@ -270,6 +295,10 @@ impl FullSync {
 
 struct ShardSync {
     endpoint: Endpoint,
+    /// The node the snapshot is taken from: the shard's master or one of its replicas.
+    node: NodeAddr,
+    /// Permits for snapshots from `node`'s host.
+    host: Arc<Semaphore>,
     progress: Arc<ShardProgress>,
     target: Deployment,
     options: FullSyncOptions,
@@ -294,7 +323,15 @@ impl ShardSync {
             shard: shard.clone(),
             source,
         };
-        let mut config = SessionConfig::new(shard.host.clone(), shard.port);
+        let _permit = self
+            .host
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        if self.node != shard {
+            tracing::info!(shard = %shard, replica = %self.node, "taking the snapshot from a replica");
+        }
+        let mut config = SessionConfig::new(self.node.host.clone(), self.node.port);
         config.credentials = self.endpoint.credentials.clone();
         config.handshake_timeout = self.options.timeout;
         let mut session = Session::connect(config, PsyncFrom::Fresh)

@@ -164,3 +164,60 @@ async fn valkey_and_redis_sync_both_ways() {
     sync(&valkey, &back, FullSyncOptions::default()).await;
     assert_same(&valkey, &back, &dataset, &[]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_can_come_from_replicas_one_host_at_a_time() {
+    let source = LocalCluster::builder()
+        .masters(2)
+        .replicas(1)
+        .start()
+        .unwrap();
+    let target = LocalCluster::builder().masters(2).start().unwrap();
+    let dataset = Dataset::new(12).scale(2_000);
+    dataset.load(&source).unwrap();
+    let sync_full = |node: &dyn ferry_fixtures::Node| -> u64 {
+        ferry_fixtures::conn::info(&node.addr(), "stats").unwrap()["sync_full"]
+            .parse()
+            .unwrap()
+    };
+    // Wait until CLUSTER SLOTS lists the replicas (they must have reported an offset).
+    let endpoint = endpoint(&source);
+    ferry_fixtures::conn::poll(
+        "replicas in CLUSTER SLOTS",
+        std::time::Duration::from_secs(30),
+        || {
+            let rt = tokio::runtime::Handle::current();
+            let deployment = tokio::task::block_in_place(|| {
+                rt.block_on(ferry_engine::deployment::Deployment::discover(
+                    &endpoint,
+                    std::time::Duration::from_secs(5),
+                ))
+            })
+            .ok()?;
+            deployment
+                .topology
+                .shards
+                .iter()
+                .all(|s| !s.replicas.is_empty())
+                .then_some(())
+        },
+    )
+    .unwrap();
+    let masters = source.masters().unwrap();
+    let before: Vec<u64> = masters.iter().map(|m| sync_full(*m)).collect();
+    let options = FullSyncOptions {
+        snapshot_from_replica: true,
+        max_snapshots_per_host: 1,
+        ..FullSyncOptions::default()
+    };
+    sync(&source, &target, options).await;
+    let after: Vec<u64> = masters.iter().map(|m| sync_full(*m)).collect();
+    assert_eq!(before, after, "the masters served no snapshot");
+    let served: u64 = masters
+        .iter()
+        .flat_map(|m| source.replicas_of(&m.addr()).unwrap())
+        .map(sync_full)
+        .sum();
+    assert_eq!(served, 2, "each replica served one snapshot");
+    assert_same(&source, &target, &dataset, &[]);
+}
