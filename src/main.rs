@@ -41,6 +41,14 @@ const EXIT_FAILURE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Structured logs on stderr: warnings by default, more with RUST_LOG (e.g. `ferry=info`).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let result = match cli.command {
         Command::Lab(args) => lab::run(args).map(|()| ExitCode::SUCCESS),
         Command::Precheck(args) => precheck::run(args),

@@ -12,6 +12,9 @@ use tokio::time::timeout;
 use crate::replica::Credentials;
 use crate::resp::{encode_command, Command, DecodeError, Frame, FrameDecoder, Limits};
 
+/// Room made in the receive buffer before each read.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+
 /// Why talking to a node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -152,6 +155,8 @@ impl Link {
             if let Some((frame, _)) = next {
                 return Ok(frame);
             }
+            // read_buf reads into spare capacity only: make room for a good read.
+            self.replies.buffer_mut().reserve(READ_CHUNK);
             let read = self
                 .socket
                 .read_buf(self.replies.buffer_mut())

@@ -279,6 +279,7 @@ impl Session {
         self.write(argv).await?;
         let deadline = Instant::now() + self.config.handshake_timeout;
         loop {
+            replies.buffer_mut().reserve(crate::link::READ_CHUNK);
             let next = replies.next_frame().map_err(|source| SessionError::Reply {
                 addr: self.addr.clone(),
                 source,
@@ -427,6 +428,8 @@ impl Session {
             "waiting for the snapshot"
         };
         let deadline = Instant::now() + self.config.read_timeout;
+        // read_buf reads into spare capacity only: make room for a good read.
+        self.stream.buffer_mut().reserve(crate::link::READ_CHUNK);
         loop {
             tokio::select! {
                 read = tokio::time::timeout_at(deadline, self.socket.read_buf(self.stream.buffer_mut())) => {

@@ -55,7 +55,7 @@ impl Default for FullSyncOptions {
             db: 0,
             timeout: Duration::from_secs(10),
             apply: ApplyConfig::default(),
-            apply_workers: 4,
+            apply_workers: 2,
             selection: Selection::default(),
             snapshot_from_replica: false,
             max_snapshots_per_host: 0,

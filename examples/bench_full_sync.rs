@@ -1,0 +1,210 @@
+//! Full sync benchmark, every figure measured in one run on the same clusters:
+//! - ferry: `ferry sync --mode full` (release binary) from a 3-master source into a 3-master
+//!   target: wall time, CPU seconds and peak RSS of the process;
+//! - write limit: the same keys as pre-computed `RESTORE` commands piped into the target
+//!   masters in parallel with `redis-cli --pipe` (the fastest the target can take them);
+//! - native replication: a fresh replica of each source master, all at once, until every
+//!   link is up (what Redis itself needs to copy the shards).
+//!
+//! Usage: bench_full_sync [KEYS]   (default 1000000; run by ci/bench-full-sync.sh)
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_fixtures::{conn, Dataset, Deployment, LocalCluster, LocalServer, Node};
+
+type Error = Box<dyn std::error::Error>;
+
+fn main() -> Result<(), Error> {
+    let keys: u64 = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
+    let ferry = std::env::var("FERRY_BIN").unwrap_or_else(|_| "target/release/ferry".into());
+    let source = LocalCluster::builder().masters(3).start()?;
+    let target = LocalCluster::builder().masters(3).start()?;
+    let loaded = Dataset::new(1).scale(keys).load(&source)?;
+    println!("dataset: {loaded}");
+
+    // ferry, measured as a child process.
+    let started = Instant::now();
+    let child = Command::new(&ferry)
+        .args(["sync", "--mode", "full", "--source"])
+        .arg(source.nodes()[0].addr().url())
+        .arg("--target")
+        .arg(target.nodes()[0].addr().url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let (status, usage) = wait_with_usage(child.id())?;
+    let ferry_wall = started.elapsed();
+    if status != 0 {
+        return Err(format!("ferry sync exited with {status}").into());
+    }
+    let cpu = usage.ru_utime.tv_sec as f64
+        + usage.ru_utime.tv_usec as f64 / 1e6
+        + usage.ru_stime.tv_sec as f64
+        + usage.ru_stime.tv_usec as f64 / 1e6;
+    let rss_mb = usage.ru_maxrss as f64 / 1024.0;
+    let copied = total_keys(&target)?;
+
+    // The write limit: DUMP every key, RESTORE them through redis-cli --pipe.
+    let pipes = restore_commands(&source, &target)?;
+    for master in target.masters()? {
+        let _: () = master.query(&redis::cmd("FLUSHALL"))?;
+    }
+    let started = Instant::now();
+    let children: Vec<_> = pipes
+        .into_iter()
+        .map(|(addr, input)| {
+            let mut child = Command::new("redis-cli")
+                .args(["-h", &addr.host, "-p", &addr.port.to_string(), "--pipe"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()?;
+            let mut stdin = child.stdin.take().ok_or("no stdin")?;
+            let writer = std::thread::spawn(move || stdin.write_all(&input));
+            Ok::<_, Error>((child, writer))
+        })
+        .collect::<Result<_, _>>()?;
+    for (mut child, writer) in children {
+        writer.join().map_err(|_| "writer panicked")??;
+        child.wait()?;
+    }
+    let limit_wall = started.elapsed();
+    let restored = total_keys(&target)?;
+
+    let native = native_replication(&source)?;
+
+    let per_million = cpu / (copied as f64 / 1e6);
+    println!(
+        "ferry full sync: {copied} keys in {:.2} s wall, {cpu:.2} CPU s ({per_million:.2} per million keys), peak RSS {rss_mb:.0} MB",
+        ferry_wall.as_secs_f64()
+    );
+    println!(
+        "write limit (RESTORE via redis-cli --pipe, 3 masters in parallel): {restored} keys in {:.2} s",
+        limit_wall.as_secs_f64()
+    );
+    println!(
+        "native replication of the 3 shards: {:.2} s",
+        native.as_secs_f64()
+    );
+    println!(
+        "ratios: ferry / write limit {:.2}, ferry / native replication {:.2}",
+        ferry_wall.as_secs_f64() / limit_wall.as_secs_f64(),
+        ferry_wall.as_secs_f64() / native.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn total_keys(deployment: &dyn Deployment) -> Result<u64, Error> {
+    let mut total = 0;
+    for master in deployment.masters()? {
+        total += master.query::<u64>(&redis::cmd("DBSIZE"))?;
+    }
+    Ok(total)
+}
+
+/// `RESTORE key ttl payload REPLACE ABSTTL` for every source key, as RESP, per target master.
+fn restore_commands(
+    source: &LocalCluster,
+    target: &LocalCluster,
+) -> Result<Vec<(ferry_fixtures::NodeAddr, Vec<u8>)>, Error> {
+    let topology = target.topology()?;
+    let mut out: Vec<(ferry_fixtures::NodeAddr, Vec<u8>)> = topology
+        .masters()
+        .into_iter()
+        .map(|a| (a, Vec::new()))
+        .collect();
+    for master in source.masters()? {
+        let mut conn = master.connect()?;
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut conn)?;
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("DUMP").arg(key);
+                pipe.cmd("PEXPIRETIME").arg(key);
+            }
+            let replies: Vec<redis::Value> = pipe.query(&mut conn)?;
+            for (key, pair) in keys.iter().zip(replies.chunks(2)) {
+                let payload: Vec<u8> = redis::from_redis_value(pair[0].clone())?;
+                let expire: i64 = redis::from_redis_value(pair[1].clone())?;
+                let slot = ferry_engine::route::Slot::of_key(key);
+                let owner = &topology
+                    .shard_for_slot(slot)
+                    .ok_or("uncovered slot")?
+                    .master;
+                let buf = &mut out
+                    .iter_mut()
+                    .find(|(a, _)| a == owner)
+                    .ok_or("unknown master")?
+                    .1;
+                let ttl = expire.max(0).to_string();
+                let args: [&[u8]; 6] = [
+                    b"RESTORE",
+                    key,
+                    ttl.as_bytes(),
+                    &payload,
+                    b"REPLACE",
+                    b"ABSTTL",
+                ];
+                write!(buf, "*{}\r\n", args.len())?;
+                for arg in args {
+                    write!(buf, "${}\r\n", arg.len())?;
+                    buf.extend_from_slice(arg);
+                    buf.extend_from_slice(b"\r\n");
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(out)
+}
+
+/// A fresh standalone replica per source master, all started at once; the time until every
+/// link is up and loaded.
+fn native_replication(source: &LocalCluster) -> Result<Duration, Error> {
+    let masters: Vec<ferry_fixtures::NodeAddr> =
+        source.masters()?.iter().map(|m| m.addr()).collect();
+    let replicas: Vec<LocalServer> = masters
+        .iter()
+        .map(|_| LocalServer::builder().start())
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    for (replica, master) in replicas.iter().zip(&masters) {
+        let node: &dyn Node = replica.master();
+        let _: () = node.query(redis::cmd("REPLICAOF").arg(&master.host).arg(master.port))?;
+    }
+    conn::poll("native replicas to load", Duration::from_secs(600), || {
+        replicas
+            .iter()
+            .all(|r| {
+                conn::info(&r.master().addr(), "replication")
+                    .is_ok_and(|i| i.get("master_link_status").is_some_and(|s| s == "up"))
+            })
+            .then_some(())
+    })?;
+    Ok(started.elapsed())
+}
+
+/// Waits for the child `pid` and returns its exit status and resource usage.
+fn wait_with_usage(pid: u32) -> Result<(i32, libc::rusage), Error> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    if waited < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok((libc::WEXITSTATUS(status), usage))
+}
