@@ -1,6 +1,7 @@
 //! Engine behaviour against real servers.
 
 mod apply;
+mod commands;
 mod precheck;
 mod rdb;
 mod replica;
