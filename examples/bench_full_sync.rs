@@ -8,6 +8,8 @@
 //!
 //! Usage: bench_full_sync [KEYS]   (default 1000000; run by ci/bench-full-sync.sh)
 
+mod measure;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,25 +31,12 @@ fn main() -> Result<(), Error> {
     println!("dataset: {loaded}");
 
     // ferry, measured as a child process.
-    let started = Instant::now();
-    let child = Command::new(&ferry)
-        .args(["sync", "--mode", "full", "--source"])
+    let mut sync = Command::new(&ferry);
+    sync.args(["sync", "--mode", "full", "--source"])
         .arg(source.nodes()[0].addr().url())
         .arg("--target")
-        .arg(target.nodes()[0].addr().url())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let (status, usage) = wait_with_usage(child.id())?;
-    let ferry_wall = started.elapsed();
-    if status != 0 {
-        return Err(format!("ferry sync exited with {status}").into());
-    }
-    let cpu = usage.ru_utime.tv_sec as f64
-        + usage.ru_utime.tv_usec as f64 / 1e6
-        + usage.ru_stime.tv_sec as f64
-        + usage.ru_stime.tv_usec as f64 / 1e6;
-    let rss_mb = usage.ru_maxrss as f64 / 1024.0;
+        .arg(target.nodes()[0].addr().url());
+    let ferry_run = measure::run(sync)?;
     let copied = total_keys(&target)?;
 
     // The write limit: DUMP every key, RESTORE them through redis-cli --pipe.
@@ -78,10 +67,10 @@ fn main() -> Result<(), Error> {
 
     let native = native_replication(&source)?;
 
-    let per_million = cpu / (copied as f64 / 1e6);
+    let per_million = ferry_run.cpu / (copied as f64 / 1e6);
     println!(
-        "ferry full sync: {copied} keys in {:.2} s wall, {cpu:.2} CPU s ({per_million:.2} per million keys), peak RSS {rss_mb:.0} MB",
-        ferry_wall.as_secs_f64()
+        "ferry full sync: {copied} keys in {:.2} s wall, {:.2} CPU s ({per_million:.2} per million keys), peak RSS {:.0} MB",
+        ferry_run.wall, ferry_run.cpu, ferry_run.peak_rss_mb
     );
     println!(
         "write limit (RESTORE via redis-cli --pipe, 3 masters in parallel): {restored} keys in {:.2} s",
@@ -93,8 +82,8 @@ fn main() -> Result<(), Error> {
     );
     println!(
         "ratios: ferry / write limit {:.2}, ferry / native replication {:.2}",
-        ferry_wall.as_secs_f64() / limit_wall.as_secs_f64(),
-        ferry_wall.as_secs_f64() / native.as_secs_f64()
+        ferry_run.wall / limit_wall.as_secs_f64(),
+        ferry_run.wall / native.as_secs_f64()
     );
     Ok(())
 }
@@ -195,16 +184,4 @@ fn native_replication(source: &LocalCluster) -> Result<Duration, Error> {
             .then_some(())
     })?;
     Ok(started.elapsed())
-}
-
-/// Waits for the child `pid` and returns its exit status and resource usage.
-fn wait_with_usage(pid: u32) -> Result<(i32, libc::rusage), Error> {
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
-    if waited < 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    Ok((libc::WEXITSTATUS(status), usage))
 }

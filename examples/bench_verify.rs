@@ -4,7 +4,9 @@
 //!
 //! Usage: bench_verify [KEYS]   (default 1000000; run by ci/bench-verify.sh)
 
-use std::process::{Command, Stdio};
+mod measure;
+
+use std::process::Command;
 use std::time::Instant;
 
 use ferry_fixtures::{Dataset, Deployment, LocalCluster};
@@ -25,29 +27,13 @@ fn main() -> Result<(), Error> {
     dataset.load(&source)?;
     dataset.load(&target)?;
 
-    let started = Instant::now();
-    let child = Command::new(&ferry)
+    let mut verify = Command::new(&ferry);
+    verify
         .args(["verify", "--format", "json", "--source"])
         .arg(source.nodes()[0].addr().url())
         .arg("--target")
-        .arg(target.nodes()[0].addr().url())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) } < 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    let wall = started.elapsed().as_secs_f64();
-    if libc::WEXITSTATUS(status) != 0 {
-        return Err(format!("ferry verify exited with {}", libc::WEXITSTATUS(status)).into());
-    }
-    let cpu = usage.ru_utime.tv_sec as f64
-        + usage.ru_utime.tv_usec as f64 / 1e6
-        + usage.ru_stime.tv_sec as f64
-        + usage.ru_stime.tv_usec as f64 / 1e6;
+        .arg(target.nodes()[0].addr().url());
+    let measured = measure::run(verify)?;
 
     let started = Instant::now();
     let mut listed = 0usize;
@@ -66,11 +52,13 @@ fn main() -> Result<(), Error> {
     }
     let listing = started.elapsed().as_secs_f64();
     println!(
-        "ferry verify (full mode): {keys} keys in {wall:.2} s ({:.0} keys/s), {cpu:.2} CPU s, peak RSS {:.0} MB",
-        keys as f64 / wall,
-        usage.ru_maxrss as f64 / 1024.0
+        "ferry verify (full mode): {keys} keys in {:.2} s ({:.0} keys/s), {:.2} CPU s, peak RSS {:.0} MB",
+        measured.wall,
+        keys as f64 / measured.wall,
+        measured.cpu,
+        measured.peak_rss_mb
     );
     println!("baseline redis-cli --scan of both clusters: {listed} names in {listing:.2} s");
-    println!("ratio verify / listing: {:.2}", wall / listing);
+    println!("ratio verify / listing: {:.2}", measured.wall / listing);
     Ok(())
 }

@@ -1,0 +1,37 @@
+//! Running `ferry` as a child process and measuring it: wall time, CPU seconds (user and
+//! system) and peak RSS, from `wait4`.
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// What one run of a child cost.
+pub struct Measured {
+    pub wall: f64,
+    pub cpu: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// Runs `command` to completion with its output discarded; an error when it fails.
+pub fn run(mut command: Command) -> Result<Measured, Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) } < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let wall = started.elapsed().as_secs_f64();
+    if libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("{command:?} exited with {}", libc::WEXITSTATUS(status)).into());
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Measured {
+        wall,
+        cpu: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+    })
+}
