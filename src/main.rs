@@ -7,6 +7,7 @@ mod demo;
 mod endpoints;
 mod lab;
 mod precheck;
+mod rdb;
 mod sync;
 mod verify;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Compare a source and a target key by key and report every difference (exit 0:
     /// consistent, 1: differences found, 2: could not finish).
     Verify(verify::VerifyArgs),
+    /// Read RDB files without a server: `ferry rdb inspect FILE` lists keys, types, encodings,
+    /// expiry and the biggest keys.
+    Rdb(rdb::RdbArgs),
 }
 
 /// Exit code when a command could not do its work (bad input, unreachable server, ...).
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Sync(args) => sync::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Verify(args) => verify::run(args).map(ExitCode::from),
+        Command::Rdb(args) => rdb::run(args),
     };
     match result {
         Ok(code) => code,
