@@ -12,28 +12,45 @@ fn endpoint(deployment: &dyn Deployment) -> Endpoint {
     Endpoint::parse(&deployment.nodes()[0].addr().url()).unwrap()
 }
 
-/// Type, digest of the value and absolute expiry (ms, -1 without) of `key` on `deployment`.
-fn fingerprint(deployment: &dyn Deployment, key: &[u8]) -> (String, String, i64) {
-    let topology = deployment.topology().unwrap();
-    let owner = deployment
-        .node(
-            &topology
-                .shard_for_slot(ferry_engine::route::Slot::of_key(key))
-                .unwrap()
-                .master,
-        )
-        .unwrap();
-    let mut conn = owner.connect().unwrap();
-    let kind: String = redis::cmd("TYPE").arg(key).query(&mut conn).unwrap();
-    let digest: Vec<String> = redis::cmd("DEBUG")
-        .arg("DIGEST-VALUE")
-        .arg(key)
-        .query(&mut conn)
-        .unwrap();
-    let pttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).unwrap();
-    // PTTL is relative: round to seconds so both reads agree.
-    let expiry = if pttl < 0 { pttl } else { (pttl + 500) / 1000 };
-    (kind, digest.concat(), expiry)
+/// Reads keys where they live on one deployment, one connection per master.
+struct Reader<'a> {
+    deployment: &'a dyn Deployment,
+    topology: ferry_fixtures::Topology,
+    connections: HashMap<ferry_fixtures::NodeAddr, redis::Connection>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(deployment: &'a dyn Deployment) -> Self {
+        Reader {
+            deployment,
+            topology: deployment.topology().unwrap(),
+            connections: HashMap::new(),
+        }
+    }
+
+    /// Type, digest of the value and expiry (PTTL rounded to seconds, -1 without) of `key`.
+    fn fingerprint(&mut self, key: &[u8]) -> (String, String, i64) {
+        let slot = ferry_engine::route::Slot::of_key(key);
+        let owner = self.topology.shard_for_slot(slot).unwrap().master.clone();
+        let deployment = self.deployment;
+        let conn = self
+            .connections
+            .entry(owner.clone())
+            .or_insert_with(|| deployment.node(&owner).unwrap().connect().unwrap());
+        let (kind, digest, pttl): (String, Vec<String>, i64) = redis::pipe()
+            .cmd("TYPE")
+            .arg(key)
+            .cmd("DEBUG")
+            .arg("DIGEST-VALUE")
+            .arg(key)
+            .cmd("PTTL")
+            .arg(key)
+            .query(conn)
+            .unwrap();
+        // PTTL is relative: round to seconds so both reads agree.
+        let expiry = if pttl < 0 { pttl } else { (pttl + 500) / 1000 };
+        (kind, digest.concat(), expiry)
+    }
 }
 
 /// Every key of `dataset` (except `skip` kinds) is on the target as on the source, and the
@@ -41,12 +58,13 @@ fn fingerprint(deployment: &dyn Deployment, key: &[u8]) -> (String, String, i64)
 fn assert_same(source: &dyn Deployment, target: &dyn Deployment, dataset: &Dataset, skip: &[Kind]) {
     let mut checked = 0;
     let mut by_kind: HashMap<String, usize> = HashMap::new();
+    let (mut source_reader, mut target_reader) = (Reader::new(source), Reader::new(target));
     for spec in dataset.keys().filter(|s| !skip.contains(&s.kind)) {
-        let expected = fingerprint(source, &spec.key);
+        let expected = source_reader.fingerprint(&spec.key);
         if expected.0 == "none" {
             continue;
         }
-        let got = fingerprint(target, &spec.key);
+        let got = target_reader.fingerprint(&spec.key);
         assert_eq!(got.0, expected.0, "type of {}", spec.name());
         assert_eq!(
             got.1,
@@ -219,5 +237,108 @@ async fn snapshots_can_come_from_replicas_one_host_at_a_time() {
         .map(sync_full)
         .sum();
     assert_eq!(served, 2, "each replica served one snapshot");
+    assert_same(&source, &target, &dataset, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_target_master_and_a_slot_moved_mid_sync_still_give_an_exact_copy() {
+    let source = LocalCluster::builder().masters(3).start().unwrap();
+    let target = LocalCluster::builder().masters(3).start().unwrap();
+    let dataset = Dataset::new(13).scale(30_000);
+    dataset.load(&source).unwrap();
+    let sync = FullSync::prepare(
+        &endpoint(&source),
+        &endpoint(&target),
+        FullSyncOptions::default(),
+    )
+    .await
+    .unwrap();
+    let progress = sync.progress().to_vec();
+    let running = tokio::spawn(sync.run());
+    // Once keys are landing: pause one target master for a second, and move an empty slot
+    // from one target master to another (MOVED for the writers that knew the old owner).
+    ferry_fixtures::conn::poll("keys to land", std::time::Duration::from_secs(30), || {
+        (progress.iter().map(|p| p.applied_keys()).sum::<u64>() > 0).then_some(())
+    })
+    .unwrap();
+    let masters = target.masters().unwrap();
+    let paused = masters[1];
+    paused.pause().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    paused.resume().unwrap();
+    // Migrate the busiest slot of the first target master to the third one while the sync
+    // writes into it, as `redis-cli --cluster reshard` does: IMPORTING, MIGRATING, MIGRATE
+    // the keys already there, then SETSLOT NODE. Writers meet ASK and MOVED on the way.
+    let mut per_slot: HashMap<u16, usize> = HashMap::new();
+    for key in dataset.keys() {
+        *per_slot.entry(key.slot().get()).or_default() += 1;
+    }
+    let slot = (0u16..5461)
+        .max_by_key(|s| per_slot.get(s).copied().unwrap_or(0))
+        .unwrap();
+    let (from, to) = (masters[0], masters[2]);
+    let id = |node: &dyn ferry_fixtures::Node| -> String {
+        node.query(redis::cmd("CLUSTER").arg("MYID")).unwrap()
+    };
+    let (from_id, to_id) = (id(from), id(to));
+    let _: () = to
+        .query(
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("IMPORTING")
+                .arg(&from_id),
+        )
+        .unwrap();
+    let _: () = from
+        .query(
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("MIGRATING")
+                .arg(&to_id),
+        )
+        .unwrap();
+    let to_addr = to.addr();
+    loop {
+        let keys: Vec<Vec<u8>> = from
+            .query(
+                redis::cmd("CLUSTER")
+                    .arg("GETKEYSINSLOT")
+                    .arg(slot)
+                    .arg(100),
+            )
+            .unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        let mut migrate = redis::cmd("MIGRATE");
+        migrate
+            .arg(&to_addr.host)
+            .arg(to_addr.port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("REPLACE")
+            .arg("KEYS")
+            .arg(keys);
+        let _: () = from.query(&migrate).unwrap();
+    }
+    for node in [to, from, masters[1]] {
+        let _: () = node
+            .query(
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg("NODE")
+                    .arg(&to_id),
+            )
+            .unwrap();
+    }
+    let report = running.await.unwrap().unwrap();
+    assert_eq!(report.keys(), 30_000);
+    target
+        .wait_healthy(std::time::Duration::from_secs(30))
+        .unwrap();
     assert_same(&source, &target, &dataset, &[]);
 }
