@@ -101,3 +101,74 @@ fn four_masters_into_two_then_verify_agrees() {
     );
     let _ = target.topology().unwrap();
 }
+
+#[test]
+fn bad_credentials_and_blocked_targets_write_nothing() {
+    let source = LocalServer::builder().start().unwrap();
+    let target = LocalServer::builder().start().unwrap();
+    let (s, t): (&dyn Node, &dyn Node) = (source.master(), target.master());
+    write(s, 0, &["a:1"]);
+    let _: () = s
+        .query(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("requirepass")
+                .arg("right"),
+        )
+        .unwrap();
+    let source_url = format!("redis://:wrong@{}", s.addr());
+    let out = ferry(&["sync", "--source", &source_url, "--target", &t.addr().url()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("precheck connectivity") && stderr.contains("AUTH"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong"), "the password leaked: {stderr}");
+    assert_eq!(dbsize(t, 0), 0);
+
+    // The right password from the environment, but an evicting target: refused, nothing written.
+    let _: () = t
+        .query(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory-policy")
+                .arg("allkeys-lru"),
+        )
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "sync",
+            "--source",
+            &s.addr().url(),
+            "--target",
+            &t.addr().url(),
+        ])
+        .env("FERRY_SOURCE_PASSWORD", "right")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("precheck eviction-policy"), "{stderr}");
+    assert_eq!(dbsize(t, 0), 0);
+
+    // Allowed explicitly, it copies.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "sync",
+            "--allow-eviction",
+            "--source",
+            &s.addr().url(),
+            "--target",
+            &t.addr().url(),
+        ])
+        .env("FERRY_SOURCE_PASSWORD", "right")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(dbsize(t, 0), 1);
+}
