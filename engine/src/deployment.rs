@@ -64,6 +64,13 @@ impl ServerInfo {
     }
 }
 
+impl ServerInfo {
+    /// Whether this server reads Valkey's own RDB format (`VALKEY080`, Valkey 9 and later).
+    pub fn reads_valkey_format(&self) -> bool {
+        self.family == Family::Valkey && self.version.0 >= 9
+    }
+}
+
 impl fmt::Display for ServerInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self.family {

@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ferry_engine::deployment::parse_info;
 use ferry_engine::route::{Slot, SlotRange, SLOT_COUNT};
 use redis::{ConnectionAddr, IntoConnectionInfo, Value};
 use serde::{Serialize, Serializer};
@@ -577,15 +578,6 @@ fn version(text: &str) -> (u32, u32) {
 
 fn slot(n: u16) -> Slot {
     Slot::new(n).expect("slot below 16384")
-}
-
-/// INFO text (and CLUSTER INFO) as `field → value`.
-pub(crate) fn parse_info(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
 }
 
 /// A standalone master's replicas from `INFO replication` (`slave0:ip=...,port=...`).

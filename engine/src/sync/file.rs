@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::full::FullSyncOptions;
 use super::snapshot::{SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
 use crate::apply::{Applier, ApplyError, ApplyStats};
-use crate::deployment::{Deployment, DiscoverError, Family};
+use crate::deployment::{Deployment, DiscoverError};
 use crate::endpoint::Endpoint;
 use crate::rdb::{self, Parser};
 
@@ -58,11 +58,7 @@ pub async fn load_file(
     };
     let mut file = std::fs::File::open(path).map_err(read_error)?;
     let target = Deployment::discover(target, options.timeout).await?;
-    let mode = ValueMode {
-        force_rewrite: options.rewrite,
-        target_rdb_version: target.server.rdb_version(),
-        target_reads_valkey: target.server.family == Family::Valkey && target.server.version.0 >= 9,
-    };
+    let mode = ValueMode::for_target(&target.server, options.rewrite);
     let mut applier = Applier::new(target, options.apply.clone());
     let mut parser = Parser::new(rdb::Config::default());
     let mut sink = SnapshotSink::new(mode, options.db, options.selection.clone());

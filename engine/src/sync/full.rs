@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use super::snapshot::{Selection, SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
 use crate::apply::{Applier, ApplyConfig, ApplyError, ApplyStats, WriteGroup};
-use crate::deployment::{Deployment, DiscoverError, Family};
+use crate::deployment::{Deployment, DiscoverError};
 use crate::endpoint::Endpoint;
 use crate::rdb::{self, Parser};
 use crate::replica::{
@@ -243,12 +243,7 @@ impl FullSync {
     /// Syncs every source shard at once; returns when all snapshots are applied.
     pub async fn run(self) -> Result<SyncReport, SyncError> {
         let started = Instant::now();
-        let mode = ValueMode {
-            force_rewrite: self.options.rewrite,
-            target_rdb_version: self.target.server.rdb_version(),
-            target_reads_valkey: self.target.server.family == Family::Valkey
-                && self.target.server.version.0 >= 9,
-        };
+        let mode = ValueMode::for_target(&self.target.server, self.options.rewrite);
         let mut tasks = JoinSet::new();
         let mut hosts: HashMap<String, Arc<Semaphore>> = HashMap::new();
         for (progress, shard) in self.progress.iter().zip(&self.source.topology.shards) {

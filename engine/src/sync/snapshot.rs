@@ -34,6 +34,17 @@ pub struct ValueMode {
     pub target_reads_valkey: bool,
 }
 
+impl ValueMode {
+    /// What a target running `server` reads; `force_rewrite` as asked.
+    pub fn for_target(server: &crate::deployment::ServerInfo, force_rewrite: bool) -> Self {
+        ValueMode {
+            force_rewrite,
+            target_rdb_version: server.rdb_version(),
+            target_reads_valkey: server.reads_valkey_format(),
+        }
+    }
+}
+
 /// Why a key could not be turned into commands.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
