@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ferry_engine::endpoint::Endpoint;
 use ferry_engine::precheck::{self, Status};
-use ferry_engine::sync::{FullSync, FullSyncOptions};
+use ferry_engine::sync::{Sync, SyncOptions};
 use ferry_fixtures::{Dataset, Deployment, LocalCluster, ServerBinary};
 
 #[derive(Args)]
@@ -69,7 +69,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
                 .collect();
             bail!("precheck failed: {}", failed.join(", "));
         }
-        let sync = FullSync::prepare(&source_url, &target_url, FullSyncOptions::default()).await?;
+        let sync = Sync::prepare(&source_url, &target_url, SyncOptions::default()).await?;
         Ok(sync.run().await?)
     })?;
     let secs = report.elapsed.as_secs_f64().max(1e-9);

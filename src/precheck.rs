@@ -44,6 +44,9 @@ pub fn run(args: PrecheckArgs) -> Result<ExitCode> {
             ExistingArg::Replace => Existing::Replace,
         },
         allow_eviction: args.allow_eviction,
+        // As `ferry sync` by default (full+incr): a target with ferry's checkpoints resumes.
+        resume: true,
+        stream_only: false,
         timeout: Duration::from_secs(args.timeout),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,5 +1,6 @@
-//! `ferry sync --mode full`: precheck, then every source shard's snapshot streamed into the
-//! target, with progress on stderr and a summary at the end.
+//! `ferry sync`: precheck, then every source shard's snapshot streamed into the target and,
+//! unless `--mode full`, the live stream after it (until stopped, or `--until-caught-up`),
+//! with progress on stderr.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -12,7 +13,9 @@ use ferry_engine::metrics::Exporter;
 use ferry_engine::precheck::{self, Existing, Status};
 use ferry_engine::rdb::ObjectType;
 use ferry_engine::route::KeyFilter;
-use ferry_engine::sync::{load_file, FullSync, FullSyncOptions, Phase, Selection, ShardProgress};
+use ferry_engine::sync::{
+    load_file, ApplyMode, Phase, Selection, ShardProgress, Sync, SyncMode, SyncOptions,
+};
 
 use crate::endpoints::EndpointArgs;
 
@@ -20,10 +23,25 @@ use crate::endpoints::EndpointArgs;
 pub struct SyncArgs {
     #[command(flatten)]
     endpoints: EndpointArgs,
-    /// What to copy: `full` copies every snapshot and exits once all are applied.
-    /// (Incremental modes come with the live stream.)
-    #[arg(long, value_enum, default_value = "full")]
+    /// What to copy: `full+incr` every snapshot then the live stream until stopped; `full`
+    /// every snapshot, then exit; `incr` only the stream from now on.
+    #[arg(long, value_enum, default_value = "full+incr")]
     mode: Mode,
+    /// How the live stream is applied: `exactly-once` (checkpoints move atomically with the
+    /// data, by Lua scripts on the target) or `at-least-once` (plain pipelining, for targets
+    /// that refuse scripts; a crash may apply some writes twice).
+    #[arg(long = "apply", value_enum, default_value = "exactly-once")]
+    apply: ApplyArg,
+    /// Exit 0 once every shard has stayed caught up for this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    until_caught_up: Option<f64>,
+    /// Do not write the heartbeat key (`__ferry__:{..}:heartbeat`) on the source masters; lag
+    /// is then measured in bytes only.
+    #[arg(long)]
+    no_heartbeat: bool,
+    /// Forward PUBLISH messages of the stream to the target.
+    #[arg(long)]
+    publish: bool,
     /// What to do with keys already on the target.
     #[arg(long, value_enum, default_value = "fail")]
     existing: ExistingArg,
@@ -101,9 +119,18 @@ impl SyncArgs {
     }
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
     Full,
+    #[value(name = "full+incr")]
+    FullIncr,
+    Incr,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ApplyArg {
+    ExactlyOnce,
+    AtLeastOnce,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -119,7 +146,17 @@ enum ExistingArg {
 }
 
 pub fn run(args: SyncArgs) -> Result<ExitCode> {
-    let Mode::Full = args.mode;
+    let mode = match args.mode {
+        Mode::Full => SyncMode::Full,
+        Mode::FullIncr => SyncMode::FullIncr,
+        Mode::Incr => SyncMode::Incr,
+    };
+    if mode != SyncMode::Full && !args.types.is_empty() {
+        bail!("--type works with --mode full only: commands of the live stream do not say the type of what they write");
+    }
+    if mode == SyncMode::Full && args.until_caught_up.is_some() {
+        bail!("--until-caught-up needs the live stream: use --mode full+incr or incr");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,18 +167,30 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
             ExistingArg::Replace => Existing::Replace,
         },
         allow_eviction: args.allow_eviction,
+        resume: mode != SyncMode::Full,
+        stream_only: mode == SyncMode::Incr,
         ..precheck::Options::default()
     };
-    let mut options = FullSyncOptions {
+    let mut options = SyncOptions {
+        mode,
+        apply_mode: match args.apply {
+            ApplyArg::ExactlyOnce => ApplyMode::ExactlyOnce,
+            ApplyArg::AtLeastOnce => ApplyMode::AtLeastOnce,
+        },
+        heartbeat: !args.no_heartbeat,
+        publish: args.publish,
         rewrite: args.rewrite,
         batch_keys: args.batch_keys.max(1),
         db: args.db.unwrap_or(0),
         selection: args.selection(),
         snapshot_from_replica: args.snapshot_from == SnapshotFrom::Replica,
         max_snapshots_per_host: args.max_snapshots_per_host,
-        ..FullSyncOptions::default()
+        ..SyncOptions::default()
     };
     if let Some(path) = args.endpoints.source_file() {
+        if mode != SyncMode::Full {
+            bail!("an RDB file source has no live stream: pass --mode full");
+        }
         let target = args.endpoints.resolve_target()?;
         return runtime.block_on(async {
             if !args.skip_precheck {
@@ -172,9 +221,14 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
         if !args.skip_precheck {
             require(precheck::run(&source, &target, &precheck_options).await)?;
         }
-        let sync = FullSync::prepare(&source, &target, options).await?;
+        let sync = Sync::prepare(&source, &target, options).await?;
         eprintln!(
-            "full sync {source} ({} shards, {}) -> {target} ({} shards, {})",
+            "{} {source} ({} shards, {}) -> {target} ({} shards, {})",
+            match mode {
+                SyncMode::Full => "full sync",
+                SyncMode::FullIncr => "full+incremental sync",
+                SyncMode::Incr => "incremental sync",
+            },
             sync.source().topology.shards.len(),
             sync.source().server,
             sync.target().topology.shards.len(),
@@ -189,7 +243,26 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
             eprintln!("metrics on http://{bound}/metrics, status on http://{bound}/status");
             tokio::spawn(serve);
         }
-        let reporter = tokio::spawn(report_progress(progress));
+        let reporter = tokio::spawn(report_progress(progress.clone()));
+        if mode != SyncMode::Full {
+            let caught_up = wait_caught_up(progress, args.until_caught_up);
+            let outcome = tokio::select! {
+                outcome = sync.run() => outcome.map(|_| ()),
+                signal = stop_signal() => {
+                    reporter.abort();
+                    eprintln!("\nstopped by {signal}; run the same command again to resume from the target's checkpoints");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                () = caught_up => {
+                    reporter.abort();
+                    eprintln!("\ncaught up on every shard; stopping (run the same command again to resume)");
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
+            reporter.abort();
+            outcome?;
+            bail!("the sync stopped without an error");
+        }
         let outcome = tokio::select! {
             outcome = sync.run() => outcome,
             signal = stop_signal() => {
@@ -255,6 +328,26 @@ async fn stop_signal() -> &'static str {
     }
 }
 
+/// Resolves once every shard has stayed caught up for `hold` seconds; never without `hold`.
+async fn wait_caught_up(shards: Vec<Arc<ShardProgress>>, hold: Option<f64>) {
+    let Some(hold) = hold else {
+        return std::future::pending().await;
+    };
+    let hold = Duration::from_secs_f64(hold.max(0.0));
+    let mut since: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if shards.iter().all(|s| s.caught_up()) {
+            let since = *since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= hold {
+                return;
+            }
+        } else {
+            since = None;
+        }
+    }
+}
+
 /// Prints per-shard progress: a line rewritten in place on a terminal, a log line every few
 /// seconds otherwise.
 async fn report_progress(shards: Vec<Arc<ShardProgress>>) {
@@ -271,12 +364,27 @@ async fn report_progress(shards: Vec<Arc<ShardProgress>>) {
         let keys: u64 = shards.iter().map(|s| s.applied_keys()).sum();
         let received: u64 = shards.iter().map(|s| s.received()).sum();
         let done = shards.iter().filter(|s| s.phase() == Phase::Done).count();
-        let line = format!(
-            "{done}/{} shards done, {:.1} MB received, {keys} keys applied ({:.0} keys/s)",
-            shards.len(),
-            received as f64 / 1e6,
-            keys as f64 / secs
-        );
+        let streaming = shards
+            .iter()
+            .filter(|s| s.phase() == Phase::Streaming)
+            .count();
+        let line = if streaming > 0 {
+            let commands: u64 = shards.iter().map(|s| s.stream_commands()).sum();
+            let lag_bytes: u64 = shards.iter().map(|s| s.lag_bytes()).sum();
+            let lag_ms = shards.iter().map(|s| s.lag_ms()).max().unwrap_or(0);
+            let caught_up = shards.iter().filter(|s| s.caught_up()).count();
+            format!(
+                "{streaming}/{} shards streaming ({caught_up} caught up), {keys} snapshot keys, {commands} stream writes applied, lag {lag_bytes} B / {lag_ms} ms",
+                shards.len()
+            )
+        } else {
+            format!(
+                "{done}/{} shards done, {:.1} MB received, {keys} keys applied ({:.0} keys/s)",
+                shards.len(),
+                received as f64 / 1e6,
+                keys as f64 / secs
+            )
+        };
         if terminal {
             eprint!("\r{line}   ");
         } else {

@@ -156,6 +156,35 @@ impl Deployment {
     }
 }
 
+impl Deployment {
+    /// Discovers the deployment again, from its seed or, when the seed does not answer (it may
+    /// be the master that just died), from any node it had.
+    pub async fn rediscover(&self, timeout: Duration) -> Result<Self, DiscoverError> {
+        let mut last = match Deployment::discover(&self.endpoint, timeout).await {
+            Ok(fresh) => return Ok(fresh),
+            Err(e) => e,
+        };
+        let mut nodes: Vec<NodeAddr> = Vec::new();
+        for shard in &self.topology.shards {
+            nodes.push(shard.master.clone());
+            nodes.extend(shard.replicas.iter().cloned());
+        }
+        for node in nodes {
+            let mut seed = self.endpoint.clone();
+            seed.host = node.host.clone();
+            seed.port = node.port;
+            match Deployment::discover(&seed, timeout).await {
+                Ok(mut fresh) => {
+                    fresh.endpoint = self.endpoint.clone();
+                    return Ok(fresh);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
 async fn text_reply(
     link: &mut Link,
     argv: &[&str],

@@ -29,6 +29,7 @@ fn phase_name(phase: Phase) -> &'static str {
         Phase::Connecting => "connecting",
         Phase::Transfer => "transfer",
         Phase::Done => "done",
+        Phase::Streaming => "streaming",
         Phase::Failed => "failed",
     }
 }
@@ -43,7 +44,7 @@ impl Exporter {
     /// The Prometheus text exposition format.
     pub fn prometheus(&self) -> String {
         let mut out = String::new();
-        let metrics: [Counter; 3] = [
+        let metrics: [Counter; 10] = [
             (
                 "ferry_snapshot_received_bytes_total",
                 "counter",
@@ -62,6 +63,48 @@ impl Exporter {
                 "Command bytes acknowledged by the target.",
                 ShardProgress::applied_bytes,
             ),
+            (
+                "ferry_stream_commands_total",
+                "counter",
+                "Replication-stream writes applied to the target.",
+                ShardProgress::stream_commands,
+            ),
+            (
+                "ferry_applied_offset",
+                "gauge",
+                "Replication offset every target master has applied.",
+                ShardProgress::applied_offset,
+            ),
+            (
+                "ferry_source_offset",
+                "gauge",
+                "The source master's replication offset, polled every second.",
+                ShardProgress::source_offset,
+            ),
+            (
+                "ferry_lag_bytes",
+                "gauge",
+                "Replication bytes the target is behind the source.",
+                ShardProgress::lag_bytes,
+            ),
+            (
+                "ferry_lag_milliseconds",
+                "gauge",
+                "Age of the last heartbeat that reached the target.",
+                ShardProgress::lag_ms,
+            ),
+            (
+                "ferry_caught_up",
+                "gauge",
+                "1 when the shard streams and the target has applied all the source had.",
+                |s| u64::from(s.caught_up()),
+            ),
+            (
+                "ferry_full_resyncs_total",
+                "counter",
+                "Full resynchronizations (snapshots) of the shard.",
+                ShardProgress::full_resyncs,
+            ),
         ];
         for (name, kind, help, value) in metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -77,6 +120,7 @@ impl Exporter {
             for phase in [
                 Phase::Connecting,
                 Phase::Transfer,
+                Phase::Streaming,
                 Phase::Done,
                 Phase::Failed,
             ] {
@@ -92,23 +136,37 @@ impl Exporter {
         out
     }
 
-    /// `{"shards": [{"shard", "phase", "received_bytes", "applied_keys", "applied_bytes"}]}`.
+    /// `{"shards": [{"shard", "phase", "received_bytes", "applied_keys", "applied_bytes",
+    /// "stream_commands", "applied_offset", "source_offset", "lag_bytes", "lag_ms",
+    /// "caught_up", "full_resyncs", "resumes"}], "caught_up"}`.
     pub fn status(&self) -> String {
         let shards: Vec<String> = self
             .shards
             .iter()
             .map(|s| {
                 format!(
-                    "{{\"shard\":\"{}\",\"phase\":\"{}\",\"received_bytes\":{},\"applied_keys\":{},\"applied_bytes\":{}}}",
+                    "{{\"shard\":\"{}\",\"phase\":\"{}\",\"received_bytes\":{},\"applied_keys\":{},\"applied_bytes\":{},\"stream_commands\":{},\"applied_offset\":{},\"source_offset\":{},\"lag_bytes\":{},\"lag_ms\":{},\"caught_up\":{},\"full_resyncs\":{},\"resumes\":{}}}",
                     s.source,
                     phase_name(s.phase()),
                     s.received(),
                     s.applied_keys(),
-                    s.applied_bytes()
+                    s.applied_bytes(),
+                    s.stream_commands(),
+                    s.applied_offset(),
+                    s.source_offset(),
+                    s.lag_bytes(),
+                    s.lag_ms(),
+                    s.caught_up(),
+                    s.full_resyncs(),
+                    s.resumes()
                 )
             })
             .collect();
-        format!("{{\"shards\":[{}]}}\n", shards.join(","))
+        let caught_up = !self.shards.is_empty() && self.shards.iter().all(|s| s.caught_up());
+        format!(
+            "{{\"shards\":[{}],\"caught_up\":{caught_up}}}\n",
+            shards.join(",")
+        )
     }
 
     /// Binds `addr` and returns the bound address and the server loop to spawn.
@@ -195,10 +253,14 @@ mod tests {
         );
         let status = get(addr, "/status").await;
         let body = status.split("\r\n\r\n").nth(1).unwrap();
-        assert_eq!(
-            body,
-            "{\"shards\":[{\"shard\":\"10.1.2.3:7000\",\"phase\":\"connecting\",\"received_bytes\":1234,\"applied_keys\":0,\"applied_bytes\":0}]}\n"
-        );
+        let status: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(status["shards"][0]["shard"], "10.1.2.3:7000");
+        assert_eq!(status["shards"][0]["phase"], "connecting");
+        assert_eq!(status["shards"][0]["received_bytes"], 1234);
+        assert_eq!(status["shards"][0]["lag_bytes"], 0);
+        assert_eq!(status["shards"][0]["caught_up"], false);
+        assert_eq!(status["caught_up"], false);
+        assert!(metrics.contains("ferry_caught_up{shard=\"10.1.2.3:7000\"} 0"));
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
         server.abort();
     }

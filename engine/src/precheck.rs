@@ -80,6 +80,11 @@ pub struct Options {
     pub existing: Existing,
     /// Accept a target whose `maxmemory-policy` may evict keys.
     pub allow_eviction: bool,
+    /// The sync follows the stream: a target holding ferry's checkpoints is resumed, not
+    /// refused.
+    pub resume: bool,
+    /// Only the stream is copied (`--mode incr`): the target is expected to hold the data.
+    pub stream_only: bool,
     pub timeout: Duration,
 }
 
@@ -88,6 +93,8 @@ impl Default for Options {
         Options {
             existing: Existing::Fail,
             allow_eviction: false,
+            resume: false,
+            stream_only: false,
             timeout: Duration::from_secs(5),
         }
     }
@@ -101,6 +108,8 @@ struct MasterFacts {
     modules: BTreeSet<String>,
     /// `DBSIZE` less ferry's own keys.
     user_keys: u64,
+    /// ferry's own keys (checkpoints).
+    reserved_keys: u64,
 }
 
 /// Runs every check. Never fails: what could not be checked is a failed item.
@@ -118,7 +127,7 @@ pub async fn run(source: &Endpoint, target: &Endpoint, options: &Options) -> Rep
     items.push(replication_permission(source, &source_side, options.timeout).await);
     items.push(versions(&source_side, &target_side));
     items.push(slot_coverage(&source_side, &target_side));
-    items.push(target_empty(&target_side, options.existing));
+    items.push(target_empty(&target_side, options));
     items.push(eviction_policy(&target_side, options.allow_eviction));
     items.push(memory_headroom(&source_side, &target_side));
     items.push(backlog(&source_side));
@@ -154,7 +163,7 @@ pub async fn run_target(target: &Endpoint, options: &Options) -> Report {
             "assign every slot (CLUSTER ADDSLOTS) and wait for cluster_state:ok",
         )
     });
-    items.push(target_empty(&target_side, options.existing));
+    items.push(target_empty(&target_side, options));
     items.push(eviction_policy(&target_side, options.allow_eviction));
     Report { items }
 }
@@ -297,6 +306,7 @@ impl MasterFacts {
             config,
             modules,
             user_keys: total.saturating_sub(reserved),
+            reserved_keys: reserved,
         })
     }
 
@@ -491,13 +501,28 @@ fn slot_coverage(source: &Side, target: &Side) -> Item {
     }
 }
 
-fn target_empty(target: &Side, existing: Existing) -> Item {
+fn target_empty(target: &Side, options: &Options) -> Item {
     let keys: u64 = target.masters.iter().map(|m| m.user_keys).sum();
     if keys == 0 {
         return pass("target-empty", "the target holds no keys");
     }
     let detail = format!("the target holds {keys} keys");
-    match existing {
+    if options.stream_only {
+        return pass(
+            "target-empty",
+            format!("{detail}; --mode incr applies the stream on top of them"),
+        );
+    }
+    let checkpoints: u64 = target.masters.iter().map(|m| m.reserved_keys).sum();
+    if options.resume && checkpoints > 0 {
+        return pass(
+            "target-empty",
+            format!(
+                "{detail} and {checkpoints} ferry checkpoint keys: the sync resumes from them"
+            ),
+        );
+    }
+    match options.existing {
         Existing::Fail => problem(
             "target-empty",
             Status::Fail,

@@ -125,7 +125,7 @@ struct Pending {
 }
 
 /// Connects to a target node, selecting `db` (standalone targets only).
-async fn connect(
+pub(crate) async fn connect(
     addr: &NodeAddr,
     credentials: Option<&crate::replica::Credentials>,
     db: Option<u32>,

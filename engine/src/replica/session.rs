@@ -368,6 +368,26 @@ impl Session {
         }
     }
 
+    /// The next event if the bytes already received hold one; never waits for the network
+    /// (it may send an ACK a `GETACK` asks for).
+    pub async fn try_next_event(&mut self) -> Result<Option<SessionEvent>, SessionError> {
+        loop {
+            let next = self
+                .stream
+                .next_event()
+                .map_err(|source| SessionError::Protocol {
+                    addr: self.addr.clone(),
+                    source,
+                })?;
+            let Some((event, len)) = next else {
+                return Ok(None);
+            };
+            if let Some(event) = self.on_event(event, len as u64).await? {
+                return Ok(Some(event));
+            }
+        }
+    }
+
     /// Turns a stream event into a session event (`None` for keep-alives), keeping offsets
     /// and answering what needs an answer.
     async fn on_event(

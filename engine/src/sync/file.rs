@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::full::FullSyncOptions;
+use super::run::SyncOptions;
 use super::snapshot::{SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
 use crate::apply::{Applier, ApplyError, ApplyStats};
 use crate::deployment::{Deployment, DiscoverError};
@@ -44,7 +44,7 @@ pub enum FileError {
 pub async fn load_file(
     path: &Path,
     target: &Endpoint,
-    options: &FullSyncOptions,
+    options: &SyncOptions,
 ) -> Result<FileReport, FileError> {
     let started = Instant::now();
     let shown = path.display().to_string();

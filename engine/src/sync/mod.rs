@@ -2,15 +2,26 @@
 //! snapshot while it streams in and applies it to the target as it goes.
 //!
 //! - `snapshot`: RDB keys to write groups (`RESTORE` or a command rewrite).
-//! - `full`: the full sync of every source shard, with progress counters.
+//! - `run`: the sync of every source shard (snapshot, then the stream), progress counters.
+//! - `follow`: a shard's incremental part: resume, full resyncs, the stream loop, heartbeat.
+//! - `stream`: replication-stream commands to target writes (sans-IO).
+//! - `writer`: the exactly-once (or at-least-once) apply of the stream, per target master.
+//! - `checkpoint`: what the target has applied, stored in the target.
 //! - `file`: an RDB file as the source.
 
+mod checkpoint;
 mod file;
-mod full;
+mod follow;
+mod run;
 mod snapshot;
+mod stream;
+mod writer;
 
+pub use checkpoint::{checkpoint_key, heartbeat_key, Checkpoint, ShardId};
 pub use file::{load_file, FileError, FileReport};
-pub use full::{
-    FullSync, FullSyncOptions, Phase, ShardProgress, ShardReport, SyncError, SyncReport,
+pub use run::{
+    Phase, ShardProgress, ShardReport, Sync, SyncError, SyncMode, SyncOptions, SyncReport,
 };
 pub use snapshot::{score_text, Selection, SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
+pub use stream::{RouteError, Routed, StreamRouter, Write};
+pub use writer::ApplyMode;

@@ -64,7 +64,10 @@ pub struct Selection {
 
 impl Selection {
     fn selects(&self, key: &Key<'_>) -> bool {
-        self.keys.selects(key.key)
+        // ferry's own keys (a heartbeat on the source) never travel.
+        !key.key
+            .starts_with(crate::precheck::RESERVED_PREFIX.as_bytes())
+            && self.keys.selects(key.key)
             && (self.types.is_empty() || self.types.contains(&key.object_type()))
     }
 }

@@ -2,7 +2,9 @@
 
 mod apply;
 mod commands;
+mod incr;
 mod precheck;
 mod rdb;
 mod replica;
+mod stream_router;
 mod sync;

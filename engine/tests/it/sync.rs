@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use ferry_engine::endpoint::Endpoint;
-use ferry_engine::sync::{FullSync, FullSyncOptions, Phase};
+use ferry_engine::sync::{Phase, Sync, SyncOptions};
 use ferry_fixtures::data::Kind;
 use ferry_fixtures::{Dataset, Deployment, LocalCluster, LocalServer, ServerBinary};
 
@@ -97,9 +97,9 @@ fn assert_same(source: &dyn Deployment, target: &dyn Deployment, dataset: &Datas
 async fn sync(
     source: &dyn Deployment,
     target: &dyn Deployment,
-    options: FullSyncOptions,
+    options: SyncOptions,
 ) -> ferry_engine::sync::SyncReport {
-    let sync = FullSync::prepare(&endpoint(source), &endpoint(target), options)
+    let sync = Sync::prepare(&endpoint(source), &endpoint(target), options)
         .await
         .unwrap();
     let progress = sync.progress().to_vec();
@@ -118,7 +118,7 @@ async fn three_masters_into_four_restores_every_key() {
     let target = LocalCluster::builder().masters(4).start().unwrap();
     let dataset = Dataset::new(7).scale(20_000);
     dataset.load(&source).unwrap();
-    let report = sync(&source, &target, FullSyncOptions::default()).await;
+    let report = sync(&source, &target, SyncOptions::default()).await;
     assert_eq!(report.shards.len(), 3);
     assert_eq!(report.keys(), 20_000);
     assert!(
@@ -134,9 +134,9 @@ async fn a_cluster_into_a_standalone_server_by_command_rewrite() {
     let target = LocalServer::builder().start().unwrap();
     let dataset = Dataset::new(8).scale(3_000);
     dataset.load(&source).unwrap();
-    let options = FullSyncOptions {
+    let options = SyncOptions {
         rewrite: true,
-        ..FullSyncOptions::default()
+        ..SyncOptions::default()
     };
     let report = sync(&source, &target, options).await;
     assert!(report.shards.iter().all(|s| s.snapshot.restored == 0));
@@ -153,14 +153,14 @@ async fn newer_into_older_servers_rewrites_and_older_into_newer_restores() {
     let dataset = Dataset::new(9).scale(2_000);
     dataset.load(&redis7).unwrap();
     // 7.0 writes RDB 10, which 5.0 cannot read: every value is rewritten.
-    let report = sync(&redis7, &redis5, FullSyncOptions::default()).await;
+    let report = sync(&redis7, &redis5, SyncOptions::default()).await;
     assert!(report.keys() > 1_500);
     assert!(report.shards[0].snapshot.restored == 0 && report.shards[0].snapshot.rewritten > 0);
     assert_same(&redis7, &redis5, &dataset, &[]);
 
     // And back: 5.0's RDB 9 restores into 7.0.
     let fresh = LocalServer::builder().start().unwrap();
-    let report = sync(&redis5, &fresh, FullSyncOptions::default()).await;
+    let report = sync(&redis5, &fresh, SyncOptions::default()).await;
     assert!(report.shards[0].snapshot.rewritten == 0 && report.shards[0].snapshot.restored > 0);
     assert_same(&redis5, &fresh, &dataset, &[]);
 }
@@ -175,11 +175,11 @@ async fn valkey_and_redis_sync_both_ways() {
     let redis = LocalCluster::builder().masters(3).start().unwrap();
     let dataset = Dataset::new(10).scale(2_000);
     dataset.load(&redis).unwrap();
-    sync(&redis, &valkey, FullSyncOptions::default()).await;
+    sync(&redis, &valkey, SyncOptions::default()).await;
     assert_same(&redis, &valkey, &dataset, &[]);
 
     let back = LocalCluster::builder().masters(2).start().unwrap();
-    sync(&valkey, &back, FullSyncOptions::default()).await;
+    sync(&valkey, &back, SyncOptions::default()).await;
     assert_same(&valkey, &back, &dataset, &[]);
 }
 
@@ -223,10 +223,10 @@ async fn snapshots_can_come_from_replicas_one_host_at_a_time() {
     .unwrap();
     let masters = source.masters().unwrap();
     let before: Vec<u64> = masters.iter().map(|m| sync_full(*m)).collect();
-    let options = FullSyncOptions {
+    let options = SyncOptions {
         snapshot_from_replica: true,
         max_snapshots_per_host: 1,
-        ..FullSyncOptions::default()
+        ..SyncOptions::default()
     };
     sync(&source, &target, options).await;
     let after: Vec<u64> = masters.iter().map(|m| sync_full(*m)).collect();
@@ -246,10 +246,10 @@ async fn a_paused_target_master_and_a_slot_moved_mid_sync_still_give_an_exact_co
     let target = LocalCluster::builder().masters(3).start().unwrap();
     let dataset = Dataset::new(13).scale(30_000);
     dataset.load(&source).unwrap();
-    let sync = FullSync::prepare(
+    let sync = Sync::prepare(
         &endpoint(&source),
         &endpoint(&target),
-        FullSyncOptions::default(),
+        SyncOptions::default(),
     )
     .await
     .unwrap();

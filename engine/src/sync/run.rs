@@ -1,5 +1,7 @@
-//! The full sync: every source master's snapshot, parsed while it arrives and applied to the
-//! target in batches while the next batch is parsed.
+//! `ferry sync`: one task per source master. Each registers as its replica, applies the
+//! snapshot (parsed while it arrives, applied in batches while the next batch is parsed) and,
+//! unless only a full copy was asked for, then follows the replication stream for ever,
+//! resuming from the checkpoints the target holds after any interruption.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -11,6 +13,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::snapshot::{Selection, SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
+use super::stream::RouteError;
+use super::writer::ApplyMode;
 use crate::apply::{Applier, ApplyConfig, ApplyError, ApplyStats, WriteGroup};
 use crate::deployment::{Deployment, DiscoverError};
 use crate::endpoint::Endpoint;
@@ -18,11 +22,32 @@ use crate::rdb::{self, Parser};
 use crate::replica::{
     PsyncFrom, ReplId, ReplOffset, Session, SessionConfig, SessionError, SessionEvent,
 };
-use crate::route::NodeAddr;
+use crate::route::{NodeAddr, Shard};
 
-/// Tunables of a full sync.
+/// What a sync copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// Every snapshot, then done.
+    #[default]
+    Full,
+    /// Every snapshot, then the live stream until stopped.
+    FullIncr,
+    /// Only the live stream from now on (the target already holds the data).
+    Incr,
+}
+
+/// Tunables of a sync.
 #[derive(Debug, Clone)]
-pub struct FullSyncOptions {
+pub struct SyncOptions {
+    pub mode: SyncMode,
+    /// How the live stream is applied.
+    pub apply_mode: ApplyMode,
+    /// Write a heartbeat key on every source master each second, to measure lag in seconds.
+    pub heartbeat: bool,
+    /// Forward `PUBLISH` messages.
+    pub publish: bool,
+    /// Stream writes queued before a flush to the target.
+    pub stream_batch: usize,
     /// A batch is applied once it holds this many keys...
     pub batch_keys: usize,
     /// ... or this many bytes of commands.
@@ -46,9 +71,14 @@ pub struct FullSyncOptions {
     pub max_snapshots_per_host: usize,
 }
 
-impl Default for FullSyncOptions {
+impl Default for SyncOptions {
     fn default() -> Self {
-        FullSyncOptions {
+        SyncOptions {
+            mode: SyncMode::Full,
+            apply_mode: ApplyMode::ExactlyOnce,
+            heartbeat: true,
+            publish: false,
+            stream_batch: 1000,
             batch_keys: 2000,
             batch_bytes: 8 << 20,
             rewrite: false,
@@ -85,6 +115,10 @@ pub enum SyncError {
     Apply { shard: NodeAddr, source: ApplyError },
     #[error("source shard {shard}: {detail}")]
     Protocol { shard: NodeAddr, detail: String },
+    #[error("source shard {shard}: {source}")]
+    Route { shard: NodeAddr, source: RouteError },
+    #[error("source shard {shard}: reading its command table: {detail}")]
+    Commands { shard: NodeAddr, detail: String },
 }
 
 /// Where a shard's sync is.
@@ -96,16 +130,29 @@ pub enum Phase {
     Transfer = 1,
     Done = 2,
     Failed = 3,
+    /// Following the replication stream.
+    Streaming = 4,
 }
 
 /// Live counters of one source shard, readable from any thread.
 #[derive(Debug)]
 pub struct ShardProgress {
     pub source: NodeAddr,
-    phase: AtomicU8,
-    received: AtomicU64,
-    applied_keys: AtomicU64,
-    applied_bytes: AtomicU64,
+    pub(super) phase: AtomicU8,
+    pub(super) received: AtomicU64,
+    pub(super) applied_keys: AtomicU64,
+    pub(super) applied_bytes: AtomicU64,
+    /// Stream offset every target master has applied.
+    pub(super) applied_offset: AtomicU64,
+    /// The source master's `master_repl_offset`, polled every second.
+    pub(super) source_offset: AtomicU64,
+    /// Milliseconds between a heartbeat written on the source and its arrival here.
+    pub(super) lag_ms: AtomicU64,
+    /// Stream commands applied.
+    pub(super) stream_commands: AtomicU64,
+    /// Full resyncs and partial resumes since the start.
+    pub(super) full_resyncs: AtomicU64,
+    pub(super) resumes: AtomicU64,
 }
 
 impl ShardProgress {
@@ -116,7 +163,52 @@ impl ShardProgress {
             received: AtomicU64::new(0),
             applied_keys: AtomicU64::new(0),
             applied_bytes: AtomicU64::new(0),
+            applied_offset: AtomicU64::new(0),
+            source_offset: AtomicU64::new(0),
+            lag_ms: AtomicU64::new(0),
+            stream_commands: AtomicU64::new(0),
+            full_resyncs: AtomicU64::new(0),
+            resumes: AtomicU64::new(0),
         }
+    }
+
+    /// Stream offset every target master has applied.
+    pub fn applied_offset(&self) -> u64 {
+        self.applied_offset.load(Ordering::Relaxed)
+    }
+
+    /// The source master's replication offset when last asked.
+    pub fn source_offset(&self) -> u64 {
+        self.source_offset.load(Ordering::Relaxed)
+    }
+
+    /// Stream bytes the target is behind the source (as of the last poll).
+    pub fn lag_bytes(&self) -> u64 {
+        self.source_offset().saturating_sub(self.applied_offset())
+    }
+
+    /// Heartbeat lag in milliseconds.
+    pub fn lag_ms(&self) -> u64 {
+        self.lag_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn stream_commands(&self) -> u64 {
+        self.stream_commands.load(Ordering::Relaxed)
+    }
+
+    pub fn full_resyncs(&self) -> u64 {
+        self.full_resyncs.load(Ordering::Relaxed)
+    }
+
+    pub fn resumes(&self) -> u64 {
+        self.resumes.load(Ordering::Relaxed)
+    }
+
+    /// Streaming, and the target has applied everything the source had when last asked.
+    pub fn caught_up(&self) -> bool {
+        self.phase() == Phase::Streaming
+            && self.source_offset() > 0
+            && self.applied_offset() >= self.source_offset()
     }
 
     pub fn phase(&self) -> Phase {
@@ -124,11 +216,12 @@ impl ShardProgress {
             0 => Phase::Connecting,
             1 => Phase::Transfer,
             2 => Phase::Done,
+            4 => Phase::Streaming,
             _ => Phase::Failed,
         }
     }
 
-    fn set_phase(&self, phase: Phase) {
+    pub(super) fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Relaxed);
     }
 
@@ -186,20 +279,20 @@ impl SyncReport {
     }
 }
 
-/// A full sync from a source deployment into a target deployment.
-pub struct FullSync {
+/// A sync from a source deployment into a target deployment.
+pub struct Sync {
     source: Deployment,
     target: Deployment,
-    options: FullSyncOptions,
+    options: SyncOptions,
     progress: Vec<Arc<ShardProgress>>,
 }
 
-impl FullSync {
+impl Sync {
     /// Discovers both sides.
     pub async fn prepare(
         source: &Endpoint,
         target: &Endpoint,
-        options: FullSyncOptions,
+        options: SyncOptions,
     ) -> Result<Self, SyncError> {
         let source = Deployment::discover(source, options.timeout)
             .await
@@ -219,7 +312,7 @@ impl FullSync {
             .iter()
             .map(|s| Arc::new(ShardProgress::new(s.master.clone())))
             .collect();
-        Ok(FullSync {
+        Ok(Sync {
             source,
             target,
             options,
@@ -240,7 +333,9 @@ impl FullSync {
         &self.progress
     }
 
-    /// Syncs every source shard at once; returns when all snapshots are applied.
+    /// Syncs every source shard at once; returns when all snapshots are applied (`Full`), or
+    /// only on an error (the other modes: drop the future to stop; checkpoints make that
+    /// safe).
     pub async fn run(self) -> Result<SyncReport, SyncError> {
         let started = Instant::now();
         let mode = ValueMode::for_target(&self.target.server, self.options.rewrite);
@@ -261,6 +356,8 @@ impl FullSync {
                 .clone();
             let shard = ShardSync {
                 endpoint: self.source.endpoint.clone(),
+                source: self.source.clone(),
+                shard: shard.clone(),
                 node,
                 host,
                 progress: progress.clone(),
@@ -288,36 +385,75 @@ impl FullSync {
     }
 }
 
-struct ShardSync {
-    endpoint: Endpoint,
+pub(super) struct ShardSync {
+    pub(super) endpoint: Endpoint,
+    /// The source as discovered at the start.
+    pub(super) source: Deployment,
+    /// The source shard as discovered at the start.
+    pub(super) shard: Shard,
     /// The node the snapshot is taken from: the shard's master or one of its replicas.
-    node: NodeAddr,
+    pub(super) node: NodeAddr,
     /// Permits for snapshots from `node`'s host.
-    host: Arc<Semaphore>,
-    progress: Arc<ShardProgress>,
-    target: Deployment,
-    options: FullSyncOptions,
-    mode: ValueMode,
+    pub(super) host: Arc<Semaphore>,
+    pub(super) progress: Arc<ShardProgress>,
+    pub(super) target: Deployment,
+    pub(super) options: SyncOptions,
+    pub(super) mode: ValueMode,
 }
 
 impl ShardSync {
     async fn run(self) -> Result<ShardReport, SyncError> {
-        let result = self.sync().await;
+        let result = match self.options.mode {
+            SyncMode::Full => self.full().await,
+            SyncMode::FullIncr | SyncMode::Incr => self.follow().await,
+        };
         self.progress.set_phase(if result.is_ok() {
             Phase::Done
         } else {
             Phase::Failed
         });
+        if let Err(e) = &result {
+            tracing::error!(shard = %self.progress.source, error = %e, "shard sync stopped");
+        }
         result
     }
 
-    async fn sync(&self) -> Result<ShardReport, SyncError> {
+    pub(super) fn session_error(&self, source: SessionError) -> SyncError {
+        SyncError::Session {
+            shard: self.progress.source.clone(),
+            source,
+        }
+    }
+
+    pub(super) fn apply_error(&self, source: ApplyError) -> SyncError {
+        SyncError::Apply {
+            shard: self.progress.source.clone(),
+            source,
+        }
+    }
+
+    pub(super) fn protocol(&self, detail: String) -> SyncError {
+        SyncError::Protocol {
+            shard: self.progress.source.clone(),
+            detail,
+        }
+    }
+
+    pub(super) async fn connect(
+        &self,
+        node: &NodeAddr,
+        from: PsyncFrom,
+    ) -> Result<Session, SessionError> {
+        let mut config = SessionConfig::new(node.host.clone(), node.port);
+        config.credentials = self.endpoint.credentials.clone();
+        config.handshake_timeout = self.options.timeout;
+        Session::connect(config, from).await
+    }
+
+    /// `--mode full`: the snapshot, then done.
+    async fn full(&self) -> Result<ShardReport, SyncError> {
         let started = Instant::now();
         let shard = self.progress.source.clone();
-        let session_error = |source| SyncError::Session {
-            shard: shard.clone(),
-            source,
-        };
         let _permit = self
             .host
             .acquire()
@@ -326,26 +462,66 @@ impl ShardSync {
         if self.node != shard {
             tracing::info!(shard = %shard, replica = %self.node, "taking the snapshot from a replica");
         }
-        let mut config = SessionConfig::new(self.node.host.clone(), self.node.port);
-        config.credentials = self.endpoint.credentials.clone();
-        config.handshake_timeout = self.options.timeout;
-        let mut session = Session::connect(config, PsyncFrom::Fresh)
+        let mut session = self
+            .connect(&self.node, PsyncFrom::Fresh)
             .await
-            .map_err(session_error)?;
-        let (replid, offset) = match session.next_event().await.map_err(session_error)? {
+            .map_err(|e| self.session_error(e))?;
+        let (replid, offset) = match session
+            .next_event()
+            .await
+            .map_err(|e| self.session_error(e))?
+        {
             SessionEvent::FullResync { replid, offset } => (replid, offset),
             other => {
-                return Err(SyncError::Protocol {
-                    shard,
-                    detail: format!("expected +FULLRESYNC after PSYNC ? -1, got {other:?}"),
-                })
+                return Err(self.protocol(format!(
+                    "expected +FULLRESYNC after PSYNC ? -1, got {other:?}"
+                )))
             }
         };
         tracing::info!(shard = %shard, %replid, %offset, "full resync accepted");
         self.progress.set_phase(Phase::Transfer);
+        let (snapshot_bytes, stats, apply) = self.load_snapshot(&mut session, true).await?;
+        Ok(ShardReport {
+            source: shard,
+            replid,
+            offset,
+            snapshot_bytes,
+            snapshot: stats,
+            apply,
+            elapsed: started.elapsed(),
+        })
+    }
 
-        // Batches go to an apply task through a short queue, so parsing goes on while the
-        // previous batch is being applied.
+    /// Applies (or, when `apply` is false, reads past) the snapshot that follows
+    /// `+FULLRESYNC`.
+    pub(super) async fn load_snapshot(
+        &self,
+        session: &mut Session,
+        apply_keys: bool,
+    ) -> Result<(u64, SnapshotStats, ApplyStats), SyncError> {
+        let shard = self.progress.source.clone();
+        let session_error = |source| SyncError::Session {
+            shard: shard.clone(),
+            source,
+        };
+        if !apply_keys {
+            loop {
+                match session.next_event().await.map_err(session_error)? {
+                    SessionEvent::SnapshotBegin(_) => {}
+                    SessionEvent::SnapshotChunk(bytes) => {
+                        self.progress.record_received(bytes.len() as u64)
+                    }
+                    SessionEvent::SnapshotEnd { len } => {
+                        return Ok((len, SnapshotStats::default(), ApplyStats::default()))
+                    }
+                    other => {
+                        return Err(
+                            self.protocol(format!("unexpected {other:?} during the snapshot"))
+                        )
+                    }
+                }
+            }
+        }
         // Batches go to apply workers through a short queue, so parsing goes on while earlier
         // batches are applied. A snapshot holds each key once, so batches may land in any
         // order: several workers, each with its own connections, keep the target busy.
@@ -406,10 +582,7 @@ impl ShardSync {
                     break Some(len);
                 }
                 other => {
-                    return Err(SyncError::Protocol {
-                        shard,
-                        detail: format!("unexpected {other:?} during the snapshot"),
-                    })
+                    return Err(self.protocol(format!("unexpected {other:?} during the snapshot")))
                 }
             }
         };
@@ -437,14 +610,6 @@ impl ShardSync {
             bytes = snapshot_bytes,
             "snapshot applied"
         );
-        Ok(ShardReport {
-            source: shard,
-            replid,
-            offset,
-            snapshot_bytes,
-            snapshot: stats,
-            apply,
-            elapsed: started.elapsed(),
-        })
+        Ok((snapshot_bytes, stats, apply))
     }
 }

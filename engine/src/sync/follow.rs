@@ -1,0 +1,489 @@
+//! The incremental part of a shard's sync: from the checkpoints (or a new snapshot) to the
+//! live replication stream, applied exactly once, for as long as the sync runs.
+//!
+//! Decisions, each logged with the shard, replid and offsets:
+//! - every target master holds an `Applied` checkpoint of one history: `PSYNC <replid>
+//!   <lowest offset + 1>`; masters skip what they already have;
+//! - otherwise `PSYNC ? -1`; a target that may hold some of the shard's keys (checkpoints of
+//!   another history, or a snapshot that was being loaded) has the shard's slots cleared first;
+//! - `+CONTINUE` goes on; `+FULLRESYNC` clears the shard's slots and loads the snapshot;
+//! - the source link breaks: everything read is flushed, then the same `PSYNC <replid>
+//!   <offset+1>` goes to the shard's master (rediscovered: it may be a promoted replica).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::checkpoint::{heartbeat_key, Checkpoint, ShardId};
+use super::run::{Phase, ShardReport, ShardSync, SyncError, SyncMode};
+use super::stream::{Routed, StreamRouter};
+use super::writer::StreamApplier;
+use crate::deployment::{parse_info, Deployment};
+use crate::link::Link;
+use crate::replica::{PsyncFrom, ReplId, ReplOffset, Session, SessionError, SessionEvent};
+use crate::resp::{Command, Frame};
+use crate::route::{CommandTable, NodeAddr, Slot};
+
+/// Connection attempts to a source shard in a row before the sync gives up.
+const MAX_SOURCE_FAILURES: u32 = 60;
+
+/// Why streaming stopped.
+enum Stop {
+    /// The source link broke: reconnect and continue.
+    Source(SessionError),
+    Fatal(SyncError),
+}
+
+/// Where a shard resumes: history and, per target master, applied offset and selected db.
+struct Position {
+    replid: ReplId,
+    offsets: Vec<(ReplOffset, u32)>,
+}
+
+impl Position {
+    fn from_checkpoints(found: &[Option<Checkpoint>]) -> Option<Self> {
+        let mut replid = None;
+        let mut offsets = Vec::new();
+        for checkpoint in found {
+            let Some(Checkpoint::Applied {
+                replid: r,
+                offset,
+                db,
+            }) = checkpoint
+            else {
+                return None;
+            };
+            if *replid.get_or_insert(*r) != *r {
+                return None;
+            }
+            offsets.push((*offset, *db));
+        }
+        Some(Position {
+            replid: replid?,
+            offsets,
+        })
+    }
+
+    /// The lowest applied offset and the db selected there.
+    fn lowest(&self) -> (ReplOffset, u32) {
+        self.offsets
+            .iter()
+            .copied()
+            .min_by_key(|(offset, _)| *offset)
+            .unwrap_or_default()
+    }
+}
+
+/// Aborts a background task when dropped.
+struct Background(tokio::task::JoinHandle<()>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl ShardSync {
+    /// `--mode full+incr` and `--mode incr`: returns only with an error.
+    pub(super) async fn follow(&self) -> Result<ShardReport, SyncError> {
+        let shard = self.progress.source.clone();
+        let id = ShardId::of(&self.shard);
+        let table = self.command_table().await?;
+        let mut router = StreamRouter::new(
+            table,
+            self.target.topology.clone(),
+            self.options.selection.keys.clone(),
+            self.options.db,
+        );
+        router.publish = self.options.publish;
+        let mut applier = StreamApplier::new(
+            id.clone(),
+            self.target.clone(),
+            self.options.apply_mode,
+            self.options.apply.clone(),
+        );
+        let found = applier
+            .read_checkpoints()
+            .await
+            .map_err(|e| self.apply_error(e))?;
+        let mut position = Position::from_checkpoints(&found);
+        // The target may hold keys of this shard that a new snapshot must not leave behind.
+        let mut stale = found.iter().any(Option::is_some);
+        match &position {
+            Some(p) => {
+                let (offset, db) = p.lowest();
+                tracing::info!(shard = %shard, %id, replid = %p.replid, %offset, db, "checkpoints found; resuming");
+                applier.start(p.replid, &p.offsets);
+                router.set_selected_db(db);
+            }
+            None if stale => {
+                tracing::info!(shard = %shard, %id, "incomplete checkpoints found; the shard is loaded again")
+            }
+            None => {}
+        }
+        let _heartbeat = Background(tokio::spawn(heartbeat(
+            self.source.clone(),
+            self.shard.clone(),
+            self.progress.clone(),
+            self.options.heartbeat,
+            self.options.timeout,
+        )));
+        let mut node = self.node.clone();
+        let mut failures = 0;
+        loop {
+            let from = match &position {
+                Some(p) => PsyncFrom::Continue {
+                    replid: p.replid,
+                    next_offset: p.lowest().0.advance(1),
+                },
+                None => PsyncFrom::Fresh,
+            };
+            let connected = match self.connect(&node, from).await {
+                Ok(mut session) => session.next_event().await.map(|first| (session, first)),
+                Err(e) => Err(e),
+            };
+            let (mut session, first) = match connected {
+                Ok(connected) => connected,
+                Err(e) => {
+                    failures += 1;
+                    if failures > MAX_SOURCE_FAILURES {
+                        return Err(self.session_error(e));
+                    }
+                    tracing::warn!(shard = %shard, node = %node, error = %e, attempt = failures, "source link failed; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    node = self.current_master().await.unwrap_or(node);
+                    continue;
+                }
+            };
+            match first {
+                SessionEvent::FullResync { replid, offset } => {
+                    self.progress.full_resyncs.fetch_add(1, Ordering::Relaxed);
+                    let load = self.options.mode == SyncMode::FullIncr || stale;
+                    tracing::info!(shard = %shard, %replid, %offset, load, "full resync");
+                    if load {
+                        applier
+                            .mark_loading(replid)
+                            .await
+                            .map_err(|e| self.apply_error(e))?;
+                        if stale {
+                            applier
+                                .clear_all(&self.shard.slots, &self.options.selection.keys)
+                                .await
+                                .map_err(|e| self.apply_error(e))?;
+                        }
+                        let _permit = self.host.acquire().await.expect("never closed");
+                        self.progress.set_phase(Phase::Transfer);
+                        self.load_snapshot(&mut session, true).await?;
+                    } else {
+                        self.load_snapshot(&mut session, false).await?;
+                    }
+                    let everywhere =
+                        vec![(ReplOffset::default(), 0); self.target.topology.shards.len()];
+                    applier.start(replid, &everywhere);
+                    router.set_selected_db(0);
+                    applier
+                        .flush(offset, 0)
+                        .await
+                        .map_err(|e| self.apply_error(e))?;
+                }
+                SessionEvent::Continue { replid, offset } => {
+                    self.progress.resumes.fetch_add(1, Ordering::Relaxed);
+                    if replid != applier.replid() {
+                        tracing::info!(shard = %shard, old = %applier.replid(), new = %replid, "the source history changed (failover); following it");
+                    }
+                    applier.set_replid(replid);
+                    tracing::info!(shard = %shard, node = %node, %replid, %offset, "partial resync accepted (+CONTINUE)");
+                }
+                other => {
+                    return Err(self.protocol(format!(
+                        "expected +FULLRESYNC or +CONTINUE after PSYNC, got {other:?}"
+                    )))
+                }
+            }
+            stale = true;
+            failures = 0;
+            self.progress.set_phase(Phase::Streaming);
+            self.record(&applier, &mut session);
+            match self.stream(&mut session, &mut router, &mut applier).await {
+                Stop::Fatal(e) => return Err(e),
+                Stop::Source(e) => {
+                    tracing::warn!(shard = %shard, node = %node, error = %e, replid = %applier.replid(), offset = %applier.applied(), "source link lost; resuming");
+                    position = Some(Position {
+                        replid: applier.replid(),
+                        offsets: vec![(applier.applied(), router.selected_db())],
+                    });
+                    self.progress.set_phase(Phase::Connecting);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    node = self.current_master().await.unwrap_or(node);
+                }
+            }
+        }
+    }
+
+    /// Applies the stream until the source link breaks or something cannot be applied.
+    async fn stream(
+        &self,
+        session: &mut Session,
+        router: &mut StreamRouter,
+        applier: &mut StreamApplier,
+    ) -> Stop {
+        let start = session.offset().unwrap_or_default();
+        // The last offset outside a transaction, and the db selected there.
+        let mut safe = (start, router.selected_db());
+        loop {
+            let mut next = session.next_event().await.map(Some);
+            loop {
+                let event = match next {
+                    Ok(Some(event)) => event,
+                    Ok(None) => break,
+                    Err(e) => {
+                        if let Err(e) = applier.flush(safe.0, safe.1).await {
+                            return Stop::Fatal(self.apply_error(e));
+                        }
+                        return Stop::Source(e);
+                    }
+                };
+                if let Err(e) = self.handle(event, router, applier, &mut safe).await {
+                    return Stop::Fatal(e);
+                }
+                if applier.pending() >= self.options.stream_batch && !router.in_transaction() {
+                    break;
+                }
+                next = session.try_next_event().await;
+            }
+            if let Err(e) = applier.flush(safe.0, safe.1).await {
+                return Stop::Fatal(self.apply_error(e));
+            }
+            self.record(applier, session);
+        }
+    }
+
+    async fn handle(
+        &self,
+        event: SessionEvent,
+        router: &mut StreamRouter,
+        applier: &mut StreamApplier,
+        safe: &mut (ReplOffset, u32),
+    ) -> Result<(), SyncError> {
+        let SessionEvent::Command { command, offset } = event else {
+            return Err(self.protocol(format!("unexpected {event:?} in the stream")));
+        };
+        self.heartbeat_arrived(&command);
+        let routed = router.route(command).map_err(|source| SyncError::Route {
+            shard: self.progress.source.clone(),
+            source,
+        })?;
+        let apply = |e| self.apply_error(e);
+        match routed {
+            Routed::Nothing => {}
+            Routed::Writes(writes) => {
+                self.progress
+                    .stream_commands
+                    .fetch_add(1, Ordering::Relaxed);
+                for write in writes {
+                    applier.push(write, offset).map_err(apply)?;
+                }
+            }
+            Routed::Clear => {
+                applier.flush(safe.0, safe.1).await.map_err(apply)?;
+                tracing::info!(shard = %self.progress.source, %offset, "FLUSHALL/FLUSHDB on the source: clearing the shard's slots on the target");
+                applier
+                    .clear(
+                        &self.shard.slots,
+                        &self.options.selection.keys,
+                        offset,
+                        router.selected_db(),
+                    )
+                    .await
+                    .map_err(apply)?;
+            }
+            Routed::Everywhere(command) => {
+                applier.flush(safe.0, safe.1).await.map_err(apply)?;
+                applier
+                    .everywhere(command, offset, router.selected_db())
+                    .await
+                    .map_err(apply)?;
+            }
+        }
+        if !router.in_transaction() {
+            *safe = (offset, router.selected_db());
+        }
+        Ok(())
+    }
+
+    /// Publishes the applied offset to the progress counters and the source's ACKs.
+    fn record(&self, applier: &StreamApplier, session: &mut Session) {
+        let applied = applier.applied();
+        session.set_applied(applied);
+        self.progress
+            .applied_offset
+            .store(applied.get(), Ordering::Relaxed);
+    }
+
+    /// A heartbeat written by [`heartbeat`] came through the stream: the lag is its age.
+    fn heartbeat_arrived(&self, command: &Command) {
+        let argv = command.argv();
+        if argv.len() < 3 || !command.is("set") || !argv[1].ends_with(b":heartbeat") {
+            return;
+        }
+        if !argv[1].starts_with(crate::precheck::RESERVED_PREFIX.as_bytes()) {
+            return;
+        }
+        let Some(sent) = std::str::from_utf8(&argv[2])
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            return;
+        };
+        self.progress
+            .lag_ms
+            .store(now_ms().saturating_sub(sent), Ordering::Relaxed);
+    }
+
+    /// The source's `COMMAND` table: which arguments of each command are keys.
+    async fn command_table(&self) -> Result<CommandTable, SyncError> {
+        let failed = |detail: String| SyncError::Commands {
+            shard: self.progress.source.clone(),
+            detail,
+        };
+        let master = &self.shard.master;
+        let mut link = Link::connect(
+            &master.host,
+            master.port,
+            self.endpoint.credentials.as_ref(),
+            self.options.timeout,
+        )
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+        let reply = link
+            .call(&["COMMAND"])
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        CommandTable::from_reply(&reply).map_err(|e| failed(e.to_string()))
+    }
+
+    /// The master that owns this shard's slots now (a replica may have been promoted).
+    async fn current_master(&self) -> Option<NodeAddr> {
+        current_master(&self.source, &self.shard, self.options.timeout).await
+    }
+}
+
+async fn current_master(
+    source: &Deployment,
+    shard: &crate::route::Shard,
+    timeout: Duration,
+) -> Option<NodeAddr> {
+    let first = shard.slots.iter().map(|r| r.first).min()?;
+    let fresh = source.rediscover(timeout).await.ok()?;
+    Some(fresh.topology.owner(first)?.master.clone())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// Every second: the source master's replication offset (for lag in bytes and `caught_up`),
+/// then a heartbeat key with the time in milliseconds (for lag in seconds), when enabled and
+/// the source accepts it.
+async fn heartbeat(
+    source: Deployment,
+    shard: crate::route::Shard,
+    progress: std::sync::Arc<super::run::ShardProgress>,
+    write: bool,
+    timeout: Duration,
+) {
+    let first = shard
+        .slots
+        .iter()
+        .map(|r| r.first)
+        .min()
+        .unwrap_or(Slot::new(0).expect("slot 0"));
+    let key = heartbeat_key(first);
+    let mut master = shard.master.clone();
+    let mut link: Option<Link> = None;
+    let mut write = write;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if link.is_none() {
+            let credentials = source.endpoint.credentials.as_ref();
+            match Link::connect(&master.host, master.port, credentials, timeout).await {
+                Ok(l) => link = Some(l),
+                Err(_) => {
+                    if let Some(m) = current_master(&source, &shard, timeout).await {
+                        master = m;
+                    }
+                    continue;
+                }
+            }
+        }
+        let l = link.as_mut().expect("connected");
+        let info = match l.call(&["INFO", "replication"]).await {
+            Ok(Frame::Bulk(Some(text))) => parse_info(&String::from_utf8_lossy(&text)),
+            _ => {
+                link = None;
+                continue;
+            }
+        };
+        if info.get("role").map(String::as_str) != Some("master") {
+            link = None;
+            if let Some(m) = current_master(&source, &shard, timeout).await {
+                master = m;
+            }
+            continue;
+        }
+        if let Some(offset) = info.get("master_repl_offset").and_then(|o| o.parse().ok()) {
+            progress.source_offset.store(offset, Ordering::Relaxed);
+        }
+        if write {
+            let now = now_ms().to_string();
+            let reply = l
+                .call(&[&b"SET"[..], &key, now.as_bytes(), b"PX", b"60000"])
+                .await;
+            match reply {
+                Ok(Frame::Error(e)) => {
+                    tracing::warn!(node = %master, reply = %String::from_utf8_lossy(&e), "the source refuses the heartbeat key; lag in seconds is not measured");
+                    write = false;
+                }
+                Ok(_) => {}
+                Err(_) => link = None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replid(c: u8) -> ReplId {
+        ReplId::parse(&[c; 40]).unwrap()
+    }
+
+    #[test]
+    fn resume_needs_one_history_on_every_master() {
+        let applied = |c, offset, db| {
+            Some(Checkpoint::Applied {
+                replid: replid(c),
+                offset: ReplOffset::new(offset),
+                db,
+            })
+        };
+        let position =
+            Position::from_checkpoints(&[applied(b'a', 90, 0), applied(b'a', 70, 2)]).unwrap();
+        assert_eq!(position.lowest(), (ReplOffset::new(70), 2));
+        assert!(Position::from_checkpoints(&[applied(b'a', 90, 0), None]).is_none());
+        assert!(
+            Position::from_checkpoints(&[applied(b'a', 90, 0), applied(b'b', 90, 0)]).is_none()
+        );
+        assert!(Position::from_checkpoints(&[
+            applied(b'a', 90, 0),
+            Some(Checkpoint::Loading {
+                replid: replid(b'a')
+            })
+        ])
+        .is_none());
+        assert!(Position::from_checkpoints(&[]).is_none());
+    }
+}

@@ -1,0 +1,392 @@
+//! From replication-stream commands to target writes (sans-IO).
+//!
+//! [`StreamRouter::route`] takes the source's commands in order and says what each means for
+//! the target: nothing (`PING`, `REPLCONF`, keys the selection leaves out, other dbs), writes
+//! keyed for routing (a `MULTI`/`EXEC` block comes out at `EXEC` as one unit per target
+//! master), "clear this shard's keys" (`FLUSHALL`, `FLUSHDB`), or a command every target master
+//! runs (`FUNCTION` and `SCRIPT` management). Keys are found by the source's own key specs
+//! ([`CommandTable`]), so commands this code has never heard of route correctly.
+//!
+//! Each write says whether applying it twice changes the result ([`Write::relative`]): that is
+//! what the exactly-once apply needs to know.
+
+use bytes::Bytes;
+
+use crate::apply::printable;
+use crate::precheck::RESERVED_PREFIX;
+use crate::resp::Command;
+use crate::route::{CommandTable, KeyFilter, Keys, Slot, Topology};
+
+/// Commands whose second application leaves the data as the first did, also when replayed
+/// after later commands of the same batch: each sets something to a value named in its
+/// arguments. Everything else is treated as relative.
+const ABSOLUTE: &[&str] = &[
+    "set",
+    "mset",
+    "del",
+    "unlink",
+    "hset",
+    "hmset",
+    "hdel",
+    "sadd",
+    "srem",
+    "zrem",
+    "pexpireat",
+    "expireat",
+    "persist",
+    "restore",
+    "restore-asking",
+    "xdel",
+    "xsetid",
+];
+
+/// Commands that may be split into one command per key (or key/value pair) when their keys
+/// belong to different target masters or only some are selected.
+const SPLITTABLE: &[(&str, usize)] = &[("del", 1), ("unlink", 1), ("touch", 1), ("mset", 2)];
+
+/// One write for the target: the commands that go, in order, to the master owning `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// A key of the write: it names the target master.
+    pub key: Bytes,
+    pub commands: Vec<Command>,
+    /// Applying it twice would change the result (`INCR`, `RPUSH`, a transaction, ...).
+    pub relative: bool,
+    /// Keys in slots other than `key`'s (a transaction over several slots of one master).
+    pub other_slots: Vec<Bytes>,
+}
+
+/// What one source command means for the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routed {
+    /// Nothing to apply.
+    Nothing,
+    /// Writes, each for one target master.
+    Writes(Vec<Write>),
+    /// Delete every selected key of this source shard's slots (`FLUSHALL`/`FLUSHDB`).
+    Clear,
+    /// A command every target master runs (function and script management).
+    Everywhere(Command),
+}
+
+/// A command the sync cannot follow exactly: it stops with this.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot apply `{command}`: {reason}")]
+pub struct RouteError {
+    pub command: String,
+    pub reason: String,
+}
+
+/// Follows one source shard's replication stream.
+#[derive(Debug, Clone)]
+pub struct StreamRouter {
+    table: CommandTable,
+    target: Topology,
+    keys: KeyFilter,
+    /// The source db that is copied.
+    db: u32,
+    /// The db the stream has selected.
+    selected: u32,
+    /// Commands of an open `MULTI`, already routed.
+    transaction: Option<Vec<Write>>,
+    /// Forward `PUBLISH` (and `SPUBLISH`) messages.
+    pub publish: bool,
+}
+
+impl StreamRouter {
+    /// `table` is the source's `COMMAND` reply; `target` the target's slots; `db` the copied
+    /// source db and `selected` the db the stream has selected where it starts.
+    pub fn new(table: CommandTable, target: Topology, keys: KeyFilter, db: u32) -> Self {
+        StreamRouter {
+            table,
+            target,
+            keys,
+            db,
+            selected: 0,
+            transaction: None,
+            publish: false,
+        }
+    }
+
+    /// The db the stream has selected (a checkpoint records it: after `+CONTINUE` the master
+    /// does not send `SELECT` again).
+    pub fn selected_db(&self) -> u32 {
+        self.selected
+    }
+
+    pub fn set_selected_db(&mut self, db: u32) {
+        self.selected = db;
+    }
+
+    /// Whether a `MULTI` is open (a batch must not end inside it).
+    pub fn in_transaction(&self) -> bool {
+        self.transaction.is_some()
+    }
+
+    /// The target's slots changed.
+    pub fn set_target(&mut self, target: Topology) {
+        self.target = target;
+    }
+
+    /// What `command` means for the target.
+    pub fn route(&mut self, command: Command) -> Result<Routed, RouteError> {
+        let name = String::from_utf8_lossy(command.name()).to_ascii_lowercase();
+        match name.as_str() {
+            "ping" | "replconf" => return Ok(Routed::Nothing),
+            "select" => {
+                let db = command
+                    .args()
+                    .first()
+                    .and_then(|a| std::str::from_utf8(a).ok())
+                    .and_then(|a| a.parse().ok())
+                    .ok_or_else(|| error(&command, "SELECT without a db number"))?;
+                self.selected = db;
+                return Ok(Routed::Nothing);
+            }
+            "multi" => {
+                if self.transaction.is_some() {
+                    return Err(error(&command, "MULTI inside MULTI"));
+                }
+                self.transaction = Some(Vec::new());
+                return Ok(Routed::Nothing);
+            }
+            "exec" => {
+                let writes = self
+                    .transaction
+                    .take()
+                    .ok_or_else(|| error(&command, "EXEC without MULTI"))?;
+                return Ok(self.close_transaction(writes));
+            }
+            _ => {}
+        }
+        let routed = self.route_one(&name, command)?;
+        match (&mut self.transaction, routed) {
+            (Some(open), Routed::Writes(writes)) => {
+                open.extend(writes);
+                Ok(Routed::Nothing)
+            }
+            (Some(_), Routed::Nothing) => Ok(Routed::Nothing),
+            (Some(_), _) => Err(RouteError {
+                command: name.to_ascii_uppercase(),
+                reason:
+                    "FLUSHALL, FLUSHDB, FUNCTION and SCRIPT cannot be followed inside a transaction"
+                        .into(),
+            }),
+            (None, routed) => Ok(routed),
+        }
+    }
+
+    fn route_one(&mut self, name: &str, command: Command) -> Result<Routed, RouteError> {
+        match name {
+            "flushall" => return Ok(Routed::Clear),
+            "flushdb" if self.selected == self.db => return Ok(Routed::Clear),
+            "flushdb" => return Ok(Routed::Nothing),
+            "function" | "script" => return Ok(Routed::Everywhere(everywhere(command))),
+            "publish" | "spublish" if !self.publish => return Ok(Routed::Nothing),
+            "swapdb" => {
+                let dbs: Vec<u32> = command
+                    .args()
+                    .iter()
+                    .filter_map(|a| std::str::from_utf8(a).ok()?.parse().ok())
+                    .collect();
+                if !dbs.contains(&self.db) {
+                    return Ok(Routed::Nothing);
+                }
+                return Err(error(
+                    &command,
+                    "SWAPDB exchanges the copied db with another one; sync again from a snapshot",
+                ));
+            }
+            _ => {}
+        }
+        if self.selected != self.db {
+            if name == "move" && move_db(&command) == Some(self.db) {
+                return Err(error(
+                    &command,
+                    "MOVE brings a key into the copied db from another one; sync again from a snapshot",
+                ));
+            }
+            return Ok(Routed::Nothing);
+        }
+        if name == "move" {
+            // The key leaves the copied db: for the target it is deleted.
+            let key = command.args().first().cloned().unwrap_or_default();
+            return self.writes(Command::new("DEL").arg(key.clone()), "del", vec![key]);
+        }
+        let keys = match self.table.keys(command.argv()) {
+            Keys::Found(keys) => keys,
+            Keys::Unknown => {
+                return Err(error(
+                    &command,
+                    "the source's key specs do not say which arguments are keys",
+                ))
+            }
+            Keys::UnknownCommand => {
+                return Err(error(
+                    &command,
+                    "the source's COMMAND table does not list it",
+                ))
+            }
+        };
+        if keys.is_empty() {
+            if name.ends_with("publish") {
+                // Any target master takes it; the cluster bus spreads it.
+                let channel = command.args().first().cloned().unwrap_or_default();
+                return self.writes(command, name, vec![channel]);
+            }
+            return Err(error(
+                &command,
+                "a write without keys that ferry cannot route",
+            ));
+        }
+        self.writes(command, name, keys)
+    }
+
+    /// The command as writes: one, or one per key when it must be split.
+    fn writes(&self, command: Command, name: &str, keys: Vec<Bytes>) -> Result<Routed, RouteError> {
+        let selected: Vec<bool> = keys
+            .iter()
+            .map(|k| !k.starts_with(RESERVED_PREFIX.as_bytes()) && self.keys.selects(k))
+            .collect();
+        if selected.iter().all(|s| !s) {
+            return Ok(Routed::Nothing);
+        }
+        let one_master = keys.iter().all(|k| self.same_master(k, &keys[0]));
+        if selected.iter().all(|s| *s) && one_master {
+            return Ok(Routed::Writes(vec![Write {
+                key: keys[0].clone(),
+                relative: !ABSOLUTE.contains(&name) || zadd_incr(name, &command),
+                other_slots: other_slots(&keys),
+                commands: vec![command],
+            }]));
+        }
+        match split(name, &command, &keys, &selected) {
+            Some(writes) => Ok(Routed::Writes(writes)),
+            None if !one_master => Err(error(
+                &command,
+                "its keys belong to different target masters and it cannot be split",
+            )),
+            None => Err(error(
+                &command,
+                "only some of its keys are selected and it cannot be split",
+            )),
+        }
+    }
+
+    fn same_master(&self, a: &[u8], b: &[u8]) -> bool {
+        let (a, b) = (Slot::of_key(a), Slot::of_key(b));
+        a == b || self.target.owner_index(a) == self.target.owner_index(b)
+    }
+
+    /// A transaction becomes one relative write per target master it touches.
+    fn close_transaction(&self, writes: Vec<Write>) -> Routed {
+        let mut units: Vec<Write> = Vec::new();
+        for write in writes {
+            match units
+                .iter_mut()
+                .find(|u| self.same_master(&u.key, &write.key))
+            {
+                Some(unit) => {
+                    if Slot::of_key(&unit.key) != Slot::of_key(&write.key) {
+                        unit.other_slots.push(write.key.clone());
+                    }
+                    unit.other_slots.extend(write.other_slots);
+                    unit.commands.extend(write.commands);
+                }
+                None => units.push(Write {
+                    relative: true,
+                    ..write
+                }),
+            }
+        }
+        if units.len() > 1 {
+            tracing::warn!(
+                masters = units.len(),
+                "a source transaction spans several target masters; it is applied atomically on each"
+            );
+        }
+        if units.is_empty() {
+            Routed::Nothing
+        } else {
+            Routed::Writes(units)
+        }
+    }
+}
+
+fn error(command: &Command, reason: &str) -> RouteError {
+    RouteError {
+        command: printable(command.name()).to_ascii_uppercase(),
+        reason: reason.to_string(),
+    }
+}
+
+/// `MOVE key db`: the destination db.
+fn move_db(command: &Command) -> Option<u32> {
+    std::str::from_utf8(command.args().get(1)?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// `ZADD ... INCR` adds to a score: relative.
+fn zadd_incr(name: &str, command: &Command) -> bool {
+    name == "zadd"
+        && command
+            .args()
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(b"incr"))
+}
+
+/// `FUNCTION LOAD` replaces what a replay or an earlier sync loaded.
+fn everywhere(command: Command) -> Command {
+    let argv = command.argv();
+    let load = argv.len() > 2
+        && argv[0].eq_ignore_ascii_case(b"function")
+        && argv[1].eq_ignore_ascii_case(b"load")
+        && !argv.iter().any(|a| a.eq_ignore_ascii_case(b"replace"));
+    if !load {
+        return command;
+    }
+    let mut new = vec![
+        argv[0].clone(),
+        argv[1].clone(),
+        Bytes::from_static(b"REPLACE"),
+    ];
+    new.extend(argv[2..].iter().cloned());
+    Command::from_argv(new).expect("not empty")
+}
+
+fn other_slots(keys: &[Bytes]) -> Vec<Bytes> {
+    let first = Slot::of_key(&keys[0]);
+    keys[1..]
+        .iter()
+        .filter(|k| Slot::of_key(k) != first)
+        .cloned()
+        .collect()
+}
+
+/// `DEL a b c` as `DEL a`, `DEL b`, `DEL c` (selected keys only); `None` when the command
+/// cannot be split.
+fn split(name: &str, command: &Command, keys: &[Bytes], selected: &[bool]) -> Option<Vec<Write>> {
+    let &(_, width) = SPLITTABLE.iter().find(|(n, _)| *n == name)?;
+    let args = command.args();
+    if args.len() != keys.len() * width {
+        return None;
+    }
+    let writes = args
+        .chunks(width)
+        .zip(selected)
+        .filter(|(_, s)| **s)
+        .map(|(chunk, _)| {
+            let mut argv = vec![command.name().to_vec().into()];
+            argv.extend(chunk.iter().cloned());
+            Write {
+                key: chunk[0].clone(),
+                commands: vec![Command::from_argv(argv).expect("not empty")],
+                relative: false,
+                other_slots: Vec::new(),
+            }
+        })
+        .collect();
+    Some(writes)
+}

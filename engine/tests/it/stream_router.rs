@@ -1,0 +1,130 @@
+//! What the stream router makes of replication-stream commands, with the key specs of a real
+//! server and the slots of a real 3-master target.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_engine::deployment::Deployment as Discovered;
+use ferry_engine::endpoint::Endpoint;
+use ferry_engine::link::Link;
+use ferry_engine::resp::Command;
+use ferry_engine::route::{CommandTable, KeyFilter};
+use ferry_engine::sync::{Routed, StreamRouter};
+use ferry_fixtures::{Deployment, LocalCluster, LocalServer, Node};
+
+fn command(line: &str) -> Command {
+    Command::from_argv(
+        line.split(' ')
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect(),
+    )
+    .unwrap()
+}
+
+/// Each write as (first key, relative, command lines).
+fn writes(routed: Routed) -> Vec<(String, bool, Vec<String>)> {
+    let Routed::Writes(writes) = routed else {
+        panic!("expected writes, got {routed:?}");
+    };
+    writes
+        .into_iter()
+        .map(|w| {
+            let lines = w
+                .commands
+                .iter()
+                .map(|c| {
+                    c.argv()
+                        .iter()
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect();
+            (
+                String::from_utf8_lossy(&w.key).into_owned(),
+                w.relative,
+                lines,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_commands_become_routed_writes() {
+    let server = LocalServer::builder().start().unwrap();
+    let target = LocalCluster::builder().masters(3).start().unwrap();
+    let addr = (server.master() as &dyn Node).addr();
+    let mut link = Link::connect(&addr.host, addr.port, None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let table = CommandTable::from_reply(&link.call(&["COMMAND"]).await.unwrap()).unwrap();
+    let seed = Endpoint::parse(&target.nodes()[0].addr().url()).unwrap();
+    let topology = Discovered::discover(&seed, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .topology;
+    let filter = KeyFilter {
+        exclude_prefixes: vec![b"skip:".to_vec()],
+        ..KeyFilter::default()
+    };
+    let mut router = StreamRouter::new(table, topology, filter, 0);
+    let mut route = |line: &str| router.route(command(line));
+
+    assert_eq!(route("PING").unwrap(), Routed::Nothing);
+    assert_eq!(
+        writes(route("SET a 1").unwrap()),
+        [("a".into(), false, vec!["SET a 1".into()])]
+    );
+    assert!(writes(route("INCR a").unwrap())[0].1, "INCR is relative");
+    assert!(writes(route("ZADD z INCR 1 m").unwrap())[0].1);
+    assert!(!writes(route("ZREM z m").unwrap())[0].1);
+    // A transaction comes out whole at EXEC, relative.
+    assert_eq!(route("MULTI").unwrap(), Routed::Nothing);
+    assert_eq!(route("SET {t}x 1").unwrap(), Routed::Nothing);
+    assert_eq!(route("RPUSH {t}y v").unwrap(), Routed::Nothing);
+    assert_eq!(
+        writes(route("EXEC").unwrap()),
+        [(
+            "{t}x".into(),
+            true,
+            vec!["SET {t}x 1".into(), "RPUSH {t}y v".into()]
+        )]
+    );
+    // Other dbs are not copied; the copied one again after SELECT 0.
+    assert_eq!(route("SELECT 3").unwrap(), Routed::Nothing);
+    assert_eq!(route("SET b 1").unwrap(), Routed::Nothing);
+    assert_eq!(route("FLUSHDB").unwrap(), Routed::Nothing);
+    assert_eq!(route("FLUSHALL").unwrap(), Routed::Clear);
+    assert_eq!(route("SELECT 0").unwrap(), Routed::Nothing);
+    assert_eq!(route("FLUSHDB").unwrap(), Routed::Clear);
+    // Keys of several target masters are split where the meaning allows.
+    let split = writes(route("DEL a b c d e f").unwrap());
+    assert_eq!(split.len(), 6, "{split:?}");
+    assert!(split.iter().all(|(k, _, c)| c == &[format!("DEL {k}")]));
+    let split = writes(route("MSET a 1 skip:b 2 c 3").unwrap());
+    assert_eq!(
+        split.iter().map(|w| w.2[0].clone()).collect::<Vec<_>>(),
+        ["MSET a 1", "MSET c 3"],
+        "left-out keys are dropped from a split command"
+    );
+    let error = route("RENAME a b").unwrap_err();
+    assert!(
+        error.to_string().contains("different target masters"),
+        "{error}"
+    );
+    let error = route("RENAME {x}a skip:{x}b").unwrap_err();
+    assert!(error.to_string().contains("only some"), "{error}");
+    assert_eq!(route("SET skip:a 1").unwrap(), Routed::Nothing);
+    assert_eq!(
+        route("SET __ferry__:{t}:heartbeat 1").unwrap(),
+        Routed::Nothing
+    );
+    // Function management goes everywhere; LOAD replaces what a replay loaded.
+    let Routed::Everywhere(load) = route("FUNCTION LOAD code").unwrap() else {
+        panic!("FUNCTION LOAD not broadcast");
+    };
+    assert_eq!(load.argv()[2].as_ref(), b"REPLACE");
+    let error = route("NOSUCHCOMMAND x").unwrap_err();
+    assert!(error.to_string().contains("COMMAND table"), "{error}");
+    assert_eq!(route("PUBLISH ch hi").unwrap(), Routed::Nothing);
+}
