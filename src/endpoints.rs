@@ -57,7 +57,8 @@ impl EndpointArgs {
     }
 }
 
-fn endpoint(
+/// `url` with the password from `file` or the environment variable `env`, if given.
+pub fn endpoint(
     flag: &str,
     url: &str,
     env: &str,

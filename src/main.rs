@@ -3,6 +3,7 @@
 //! This binary is thin: it parses the command line, builds configs and prints results; the
 //! work lives in the workspace's library crates.
 
+mod cleanup;
 mod demo;
 mod endpoints;
 mod lab;
@@ -35,6 +36,8 @@ enum Command {
     /// Compare a source and a target key by key and report every difference (exit 0:
     /// consistent, 1: differences found, 2: could not finish).
     Verify(verify::VerifyArgs),
+    /// Remove ferry's checkpoints (and heartbeats) from a deployment after a cutover.
+    Cleanup(cleanup::CleanupArgs),
     /// Read RDB files without a server: `ferry rdb inspect FILE` lists keys, types, encodings,
     /// expiry and the biggest keys.
     Rdb(rdb::RdbArgs),
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Verify(args) => verify::run(args).map(ExitCode::from),
         Command::Rdb(args) => rdb::run(args),
+        Command::Cleanup(args) => cleanup::run(args),
     };
     match result {
         Ok(code) => code,

@@ -25,8 +25,9 @@ pub struct SyncArgs {
     endpoints: EndpointArgs,
     /// What to copy: `full+incr` every snapshot then the live stream until stopped; `full`
     /// every snapshot, then exit; `incr` only the stream from now on.
-    #[arg(long, value_enum, default_value = "full+incr")]
-    mode: Mode,
+    /// (Default: full+incr; full for an RDB file.)
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
     /// How the live stream is applied: `exactly-once` (checkpoints move atomically with the
     /// data, by Lua scripts on the target) or `at-least-once` (plain pipelining, for targets
     /// that refuse scripts; a crash may apply some writes twice).
@@ -146,10 +147,12 @@ enum ExistingArg {
 }
 
 pub fn run(args: SyncArgs) -> Result<ExitCode> {
-    let mode = match args.mode {
-        Mode::Full => SyncMode::Full,
-        Mode::FullIncr => SyncMode::FullIncr,
-        Mode::Incr => SyncMode::Incr,
+    let file = args.endpoints.source_file();
+    let mode = match (args.mode, &file) {
+        (Some(Mode::Full), _) | (None, Some(_)) => SyncMode::Full,
+        (Some(Mode::FullIncr) | None, None) => SyncMode::FullIncr,
+        (Some(Mode::Incr), None) => SyncMode::Incr,
+        (Some(_), Some(_)) => bail!("an RDB file has no live stream: use --mode full"),
     };
     if mode != SyncMode::Full && !args.types.is_empty() {
         bail!("--type works with --mode full only: commands of the live stream do not say the type of what they write");
@@ -187,10 +190,7 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
         max_snapshots_per_host: args.max_snapshots_per_host,
         ..SyncOptions::default()
     };
-    if let Some(path) = args.endpoints.source_file() {
-        if mode != SyncMode::Full {
-            bail!("an RDB file source has no live stream: pass --mode full");
-        }
+    if let Some(path) = file {
         let target = args.endpoints.resolve_target()?;
         return runtime.block_on(async {
             if !args.skip_precheck {

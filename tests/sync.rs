@@ -40,6 +40,8 @@ fn one_db_of_a_standalone_source_goes_to_another_db_filtered() {
     write(s, 2, &["a:1", "a:2", "a:tmp", "b:1"]);
     let out = ferry(&[
         "sync",
+        "--mode",
+        "full",
         "--source",
         &format!("{}/2", s.addr().url()),
         "--target",
@@ -117,7 +119,15 @@ fn bad_credentials_and_blocked_targets_write_nothing() {
         )
         .unwrap();
     let source_url = format!("redis://:wrong@{}", s.addr());
-    let out = ferry(&["sync", "--source", &source_url, "--target", &t.addr().url()]);
+    let out = ferry(&[
+        "sync",
+        "--mode",
+        "full",
+        "--source",
+        &source_url,
+        "--target",
+        &t.addr().url(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -139,6 +149,8 @@ fn bad_credentials_and_blocked_targets_write_nothing() {
     let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args([
             "sync",
+            "--mode",
+            "full",
             "--source",
             &s.addr().url(),
             "--target",
@@ -156,6 +168,8 @@ fn bad_credentials_and_blocked_targets_write_nothing() {
     let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args([
             "sync",
+            "--mode",
+            "full",
             "--allow-eviction",
             "--source",
             &s.addr().url(),

@@ -517,9 +517,7 @@ fn target_empty(target: &Side, options: &Options) -> Item {
     if options.resume && checkpoints > 0 {
         return pass(
             "target-empty",
-            format!(
-                "{detail} and {checkpoints} ferry checkpoint keys: the sync resumes from them"
-            ),
+            format!("{detail} and {checkpoints} ferry checkpoint keys: the sync resumes from them"),
         );
     }
     match options.existing {

@@ -99,6 +99,70 @@ pub fn tag_for(slot: Slot) -> String {
         .expect("every slot has a tag")
 }
 
+/// Deletes every key of ferry's (checkpoints, heartbeats) on every master of the deployment
+/// at `endpoint`, after a cutover. Returns how many were deleted.
+pub async fn cleanup(
+    endpoint: &crate::endpoint::Endpoint,
+    timeout: std::time::Duration,
+) -> Result<u64, crate::apply::ApplyError> {
+    use crate::resp::Frame;
+    let deployment = crate::deployment::Deployment::discover(endpoint, timeout).await?;
+    let db = endpoint.db.filter(|_| !deployment.topology.cluster);
+    let pattern = format!("{RESERVED_PREFIX}*");
+    let mut deleted = 0;
+    for shard in &deployment.topology.shards {
+        let mut link =
+            crate::apply::connect(&shard.master, endpoint.credentials.as_ref(), db, timeout)
+                .await
+                .map_err(|source| crate::apply::ApplyError::Link {
+                    attempts: 1,
+                    source,
+                })?;
+        let mut cursor = Bytes::from_static(b"0");
+        loop {
+            let reply = link
+                .call(&[
+                    &b"SCAN"[..],
+                    &cursor,
+                    b"MATCH",
+                    pattern.as_bytes(),
+                    b"COUNT",
+                    b"1000",
+                ])
+                .await
+                .map_err(|source| crate::apply::ApplyError::Link {
+                    attempts: 1,
+                    source,
+                })?;
+            let Frame::Array(Some(parts)) = reply else {
+                break;
+            };
+            let [Frame::Bulk(Some(next)), Frame::Array(Some(keys))] = parts.as_slice() else {
+                break;
+            };
+            for key in keys {
+                if let Frame::Bulk(Some(key)) = key {
+                    link.queue(&[&b"UNLINK"[..], key]);
+                    deleted += 1;
+                }
+            }
+            if !keys.is_empty() {
+                link.exchange()
+                    .await
+                    .map_err(|source| crate::apply::ApplyError::Link {
+                        attempts: 1,
+                        source,
+                    })?;
+            }
+            if next.as_ref() == b"0" {
+                break;
+            }
+            cursor = next.clone();
+        }
+    }
+    Ok(deleted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ mod snapshot;
 mod stream;
 mod writer;
 
-pub use checkpoint::{checkpoint_key, heartbeat_key, Checkpoint, ShardId};
+pub use checkpoint::{checkpoint_key, cleanup, heartbeat_key, Checkpoint, ShardId};
 pub use file::{load_file, FileError, FileReport};
 pub use run::{
     Phase, ShardProgress, ShardReport, Sync, SyncError, SyncMode, SyncOptions, SyncReport,

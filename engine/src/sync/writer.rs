@@ -13,6 +13,7 @@
 //! which: the batch is sent again only if the checkpoint is still where it began.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::task::JoinSet;
@@ -56,6 +57,10 @@ end
 redis.call('HSET', a[1], a[2], a[3])
 return 'OK'"#;
 
+/// How often at-least-once writes its checkpoints: a crash repeats up to this much of the
+/// stream, in exchange for one write fewer per batch.
+const AT_LEAST_ONCE_CHECKPOINT: Duration = Duration::from_millis(250);
+
 /// Commands with more arguments than this do not fit one Lua call (`unpack` limit).
 const SCRIPT_MAX_ARGS: usize = 7900;
 
@@ -71,6 +76,9 @@ struct NodeWriter {
     applied_db: u32,
     /// The checkpoint must be written at the next flush even if `applied` reaches its end.
     fresh: bool,
+    /// When the checkpoint was last written (at-least-once writes it at most every
+    /// [`AT_LEAST_ONCE_CHECKPOINT`]).
+    checkpointed: Instant,
     units: Vec<Write>,
     link: Option<Link>,
 }
@@ -113,6 +121,7 @@ impl StreamApplier {
                 applied: ReplOffset::default(),
                 applied_db: 0,
                 fresh: true,
+                checkpointed: Instant::now(),
                 units: Vec::new(),
                 link: None,
             })
@@ -526,8 +535,14 @@ impl NodeWriter {
                 }
             }
         }
-        link.queue(&[&b"HSET"[..], &self.key, &context.field, value.as_bytes()]);
-        expect.push(Expect::Bracket);
+        let checkpoint = context.mode == ApplyMode::ExactlyOnce
+            || self.fresh
+            || self.checkpointed.elapsed() >= AT_LEAST_ONCE_CHECKPOINT;
+        if checkpoint {
+            link.queue(&[&b"HSET"[..], &self.key, &context.field, value.as_bytes()]);
+            expect.push(Expect::Bracket);
+            self.checkpointed = Instant::now();
+        }
         let replies = link.exchange().await.map_err(Failure::Link)?;
         let first_error = replies
             .iter()
