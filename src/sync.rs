@@ -43,6 +43,13 @@ pub struct SyncArgs {
     /// Forward PUBLISH messages of the stream to the target.
     #[arg(long)]
     publish: bool,
+    /// MB per source shard kept in memory when the source sends faster than the target
+    /// applies; beyond it, bytes wait in a file in --spool-dir.
+    #[arg(long, value_name = "MB", default_value_t = 64)]
+    buffer_mb: usize,
+    /// Directory for spilled bytes (default: the system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    spool_dir: Option<std::path::PathBuf>,
     /// What to do with keys already on the target.
     #[arg(long, value_enum, default_value = "fail")]
     existing: ExistingArg,
@@ -182,6 +189,10 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
         },
         heartbeat: !args.no_heartbeat,
         publish: args.publish,
+        spool: ferry_engine::replica::SpoolConfig {
+            memory_cap: args.buffer_mb.max(1) << 20,
+            dir: args.spool_dir.clone(),
+        },
         rewrite: args.rewrite,
         batch_keys: args.batch_keys.max(1),
         db: args.db.unwrap_or(0),

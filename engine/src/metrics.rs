@@ -44,7 +44,19 @@ impl Exporter {
     /// The Prometheus text exposition format.
     pub fn prometheus(&self) -> String {
         let mut out = String::new();
-        let metrics: [Counter; 10] = [
+        let metrics: [Counter; 12] = [
+            (
+                "ferry_buffered_memory_bytes",
+                "gauge",
+                "Bytes received from the source shard and waiting in memory.",
+                |s| s.buffered().0,
+            ),
+            (
+                "ferry_buffered_disk_bytes",
+                "gauge",
+                "Bytes received from the source shard and spilled to disk.",
+                |s| s.buffered().1,
+            ),
             (
                 "ferry_snapshot_received_bytes_total",
                 "counter",
@@ -138,14 +150,15 @@ impl Exporter {
 
     /// `{"shards": [{"shard", "phase", "received_bytes", "applied_keys", "applied_bytes",
     /// "stream_commands", "applied_offset", "source_offset", "lag_bytes", "lag_ms",
-    /// "caught_up", "full_resyncs", "resumes"}], "caught_up"}`.
+    /// "caught_up", "full_resyncs", "resumes", "buffered_memory_bytes", "buffered_disk_bytes"}],
+    /// "caught_up"}`.
     pub fn status(&self) -> String {
         let shards: Vec<String> = self
             .shards
             .iter()
             .map(|s| {
                 format!(
-                    "{{\"shard\":\"{}\",\"phase\":\"{}\",\"received_bytes\":{},\"applied_keys\":{},\"applied_bytes\":{},\"stream_commands\":{},\"applied_offset\":{},\"source_offset\":{},\"lag_bytes\":{},\"lag_ms\":{},\"caught_up\":{},\"full_resyncs\":{},\"resumes\":{}}}",
+                    "{{\"shard\":\"{}\",\"phase\":\"{}\",\"received_bytes\":{},\"applied_keys\":{},\"applied_bytes\":{},\"stream_commands\":{},\"applied_offset\":{},\"source_offset\":{},\"lag_bytes\":{},\"lag_ms\":{},\"caught_up\":{},\"full_resyncs\":{},\"resumes\":{},\"buffered_memory_bytes\":{},\"buffered_disk_bytes\":{}}}",
                     s.source,
                     phase_name(s.phase()),
                     s.received(),
@@ -158,7 +171,9 @@ impl Exporter {
                     s.lag_ms(),
                     s.caught_up(),
                     s.full_resyncs(),
-                    s.resumes()
+                    s.resumes(),
+                    s.buffered().0,
+                    s.buffered().1
                 )
             })
             .collect();

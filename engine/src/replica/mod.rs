@@ -3,6 +3,8 @@
 
 mod ids;
 mod session;
+mod spool;
 
 pub use ids::{InvalidReplId, ReplId, ReplOffset};
 pub use session::{Credentials, PsyncFrom, Session, SessionConfig, SessionError, SessionEvent};
+pub use spool::{SpoolConfig, SpoolGauge};

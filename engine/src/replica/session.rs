@@ -10,11 +10,15 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant, Interval, MissedTickBehavior};
 
+use super::spool::{Spool, SpoolConfig, SpoolEnd, SpoolGauge};
 use super::{ReplId, ReplOffset};
 use crate::resp::replication::{
     ReplError, ReplEvent, ReplState, ReplicationStream, SnapshotFraming,
@@ -55,6 +59,10 @@ pub struct SessionConfig {
     /// `repl-ping-replica-period`, 10 s by default; Redis's own `repl-timeout` is 60 s).
     pub read_timeout: Duration,
     pub limits: Limits,
+    /// Where bytes wait when they arrive faster than they are consumed.
+    pub spool: SpoolConfig,
+    /// Counts the bytes waiting in the spool (for metrics).
+    pub spool_gauge: Arc<SpoolGauge>,
 }
 
 impl SessionConfig {
@@ -68,6 +76,8 @@ impl SessionConfig {
             handshake_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
             limits: Limits::default(),
+            spool: SpoolConfig::default(),
+            spool_gauge: Arc::default(),
         }
     }
 
@@ -147,7 +157,12 @@ pub enum SessionError {
 pub struct Session {
     config: SessionConfig,
     addr: String,
-    socket: TcpStream,
+    /// The connection during the handshake; afterwards its read half feeds `spool` from a
+    /// task of its own and its write half is `out`.
+    socket: Option<TcpStream>,
+    out: Option<OwnedWriteHalf>,
+    spool: Option<Arc<Spool>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
     stream: ReplicationStream,
     /// The offset of the last byte of the replication stream processed; `None` until the
     /// master named it (`+FULLRESYNC`) or accepted ours (`+CONTINUE`).
@@ -182,7 +197,10 @@ impl Session {
         ack.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut session = Session {
             addr,
-            socket,
+            socket: Some(socket),
+            out: None,
+            spool: None,
+            reader: None,
             stream: ReplicationStream::new(config.limits),
             offset: None,
             applied: ReplOffset::default(),
@@ -191,6 +209,17 @@ impl Session {
             config,
         };
         session.handshake().await?;
+        // From here on the master streams: a task reads everything it sends into the spool.
+        let (read, write) = session.socket.take().expect("connected").into_split();
+        let spool = Spool::new(
+            session.config.spool.clone(),
+            session.config.spool_gauge.clone(),
+        );
+        session.reader = Some(tokio::spawn(
+            spool.clone().fill_from(read, session.config.read_timeout),
+        ));
+        session.spool = Some(spool);
+        session.out = Some(write);
         Ok(session)
     }
 
@@ -212,7 +241,8 @@ impl Session {
         }
         let port = self
             .socket
-            .local_addr()
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
             .map(|a| a.port())
             .unwrap_or_default()
             .to_string();
@@ -287,8 +317,8 @@ impl Session {
             if let Some((frame, _)) = next {
                 return Ok(frame);
             }
-            let read =
-                tokio::time::timeout_at(deadline, self.socket.read_buf(replies.buffer_mut()))
+            let socket = self.socket.as_mut().expect("handshake on the whole socket");
+            let read = tokio::time::timeout_at(deadline, socket.read_buf(replies.buffer_mut()))
                     .await
                     .map_err(|_| SessionError::Timeout {
                         addr: self.addr.clone(),
@@ -308,10 +338,12 @@ impl Session {
     async fn write(&mut self, argv: &[&[u8]]) -> Result<(), SessionError> {
         let mut out = Vec::new();
         encode_command(argv, &mut out);
-        self.socket
-            .write_all(&out)
-            .await
-            .map_err(|source| self.io_error(source))
+        let written = match (&mut self.socket, &mut self.out) {
+            (Some(socket), _) => socket.write_all(&out).await,
+            (None, Some(half)) => half.write_all(&out).await,
+            (None, None) => unreachable!("a session always has its socket or its write half"),
+        };
+        written.map_err(|source| self.io_error(source))
     }
 
     fn io_error(&self, source: io::Error) -> SessionError {
@@ -439,7 +471,7 @@ impl Session {
         }))
     }
 
-    /// Reads more bytes, sending an ACK whenever one is due while waiting.
+    /// Takes more bytes from the spool, sending an ACK whenever one is due while waiting.
     async fn fill(&mut self) -> Result<(), SessionError> {
         let streaming = self.stream.state() == ReplState::Connected;
         let what = if streaming {
@@ -447,26 +479,30 @@ impl Session {
         } else {
             "waiting for the snapshot"
         };
-        let deadline = Instant::now() + self.config.read_timeout;
-        // read_buf reads into spare capacity only: make room for a good read.
-        self.stream.buffer_mut().reserve(crate::link::READ_CHUNK);
+        let spool = self.spool.clone().expect("spooling after the handshake");
         loop {
             tokio::select! {
-                read = tokio::time::timeout_at(deadline, self.socket.read_buf(self.stream.buffer_mut())) => {
-                    let read = read
-                        .map_err(|_| SessionError::Timeout {
-                            addr: self.addr.clone(),
-                            what,
-                            waited: self.config.read_timeout,
-                        })?
-                        .map_err(|source| self.io_error(source))?;
-                    if read == 0 {
-                        return Err(SessionError::Closed { addr: self.addr.clone(), what });
-                    }
-                    return Ok(());
+                next = spool.next() => {
+                    return match next {
+                        Ok(bytes) => {
+                            self.stream.buffer_mut().extend_from_slice(&bytes);
+                            Ok(())
+                        }
+                        Err(SpoolEnd::Closed) => Err(SessionError::Closed { addr: self.addr.clone(), what }),
+                        Err(SpoolEnd::Timeout(waited)) => Err(SessionError::Timeout { addr: self.addr.clone(), what, waited }),
+                        Err(SpoolEnd::Io(source)) => Err(self.io_error(source)),
+                    };
                 }
                 _ = self.ack.tick(), if streaming => self.send_ack().await?,
             }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(reader) = &self.reader {
+            reader.abort();
         }
     }
 }

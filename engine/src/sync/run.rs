@@ -21,6 +21,7 @@ use crate::endpoint::Endpoint;
 use crate::rdb::{self, Parser};
 use crate::replica::{
     PsyncFrom, ReplId, ReplOffset, Session, SessionConfig, SessionError, SessionEvent,
+    SpoolConfig, SpoolGauge,
 };
 use crate::route::{NodeAddr, Shard};
 
@@ -48,6 +49,9 @@ pub struct SyncOptions {
     pub publish: bool,
     /// Stream writes queued before a flush to the target.
     pub stream_batch: usize,
+    /// What arrives from a source faster than it is applied waits here: in memory up to a
+    /// cap, then in a local file.
+    pub spool: SpoolConfig,
     /// A batch is applied once it holds this many keys...
     pub batch_keys: usize,
     /// ... or this many bytes of commands.
@@ -79,6 +83,7 @@ impl Default for SyncOptions {
             heartbeat: true,
             publish: false,
             stream_batch: 1000,
+            spool: SpoolConfig::default(),
             batch_keys: 2000,
             batch_bytes: 8 << 20,
             rewrite: false,
@@ -153,6 +158,8 @@ pub struct ShardProgress {
     /// Full resyncs and partial resumes since the start.
     pub(super) full_resyncs: AtomicU64,
     pub(super) resumes: AtomicU64,
+    /// Bytes received from the source and not yet consumed, in memory and on disk.
+    pub(super) spool: Arc<SpoolGauge>,
 }
 
 impl ShardProgress {
@@ -169,7 +176,13 @@ impl ShardProgress {
             stream_commands: AtomicU64::new(0),
             full_resyncs: AtomicU64::new(0),
             resumes: AtomicU64::new(0),
+            spool: Arc::default(),
         }
+    }
+
+    /// Bytes received from the source and waiting to be applied: in memory, on disk.
+    pub fn buffered(&self) -> (u64, u64) {
+        (self.spool.memory(), self.spool.disk())
     }
 
     /// Stream offset every target master has applied.
@@ -447,6 +460,8 @@ impl ShardSync {
         let mut config = SessionConfig::new(node.host.clone(), node.port);
         config.credentials = self.endpoint.credentials.clone();
         config.handshake_timeout = self.options.timeout;
+        config.spool = self.options.spool.clone();
+        config.spool_gauge = self.progress.spool.clone();
         Session::connect(config, from).await
     }
 

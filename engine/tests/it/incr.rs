@@ -275,3 +275,38 @@ async fn failovers_on_either_side_stay_exact() {
     );
     sync.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_target_makes_the_stream_spill_to_disk_and_nothing_is_lost() {
+    let source = LocalCluster::builder().masters(2).start().unwrap();
+    let target = LocalCluster::builder().masters(2).start().unwrap();
+    let spool_dir = std::env::temp_dir().join(format!("ferry-spool-it-{}", std::process::id()));
+    let mut options = options(SyncMode::FullIncr);
+    options.spool = ferry_engine::replica::SpoolConfig {
+        memory_cap: 16 << 10,
+        dir: Some(spool_dir.clone()),
+    };
+    let mut sync = Running::start(&source, &target, options).await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    let writes = counting_workload(31).rate(5_000).spawn(&source).unwrap();
+    let stalled = &target.masters().unwrap()[0];
+    stalled.pause().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut spilled = 0;
+    while spilled == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        spilled = sync.progress.iter().map(|p| p.buffered().1).max().unwrap();
+    }
+    stalled.resume().unwrap();
+    assert!(spilled > 0, "the stream should have spilled to disk");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| writes.stop()).unwrap();
+    sync.caught_up(Duration::from_secs(30)).await;
+    assert_exact(&source, &target).await;
+    assert!(sync.progress.iter().all(|p| p.buffered() == (0, 0)));
+    assert_eq!(sync.full_resyncs(), 2, "no new snapshot");
+    sync.stop().await;
+    let left = std::fs::read_dir(&spool_dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "spill files are removed");
+    let _ = std::fs::remove_dir(&spool_dir);
+}

@@ -1,0 +1,262 @@
+//! The spool between a master's socket and the code that applies what it sends: a task reads
+//! the socket as fast as the master writes, keeping up to a memory cap of bytes and
+//! appending the rest to a local file, so a slow target never makes the master's replica
+//! output buffer overflow (which would drop the link and force a new snapshot). Nothing is
+//! dropped: the consumer gets every byte, in order, from memory or from the file.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::Notify;
+
+/// How much a spool holds before it writes to disk, and where.
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    pub memory_cap: usize,
+    /// Directory for the spill file (the system's temporary directory by default).
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            memory_cap: 64 << 20,
+            dir: None,
+        }
+    }
+}
+
+/// Why the socket stopped.
+#[derive(Debug)]
+pub(crate) enum SpoolEnd {
+    Closed,
+    Timeout(Duration),
+    Io(io::Error),
+}
+
+/// Bytes spilled to a file: written at the end, read from `read` on.
+struct Spill {
+    path: PathBuf,
+    file: File,
+    read: u64,
+    written: u64,
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[derive(Default)]
+struct State {
+    memory: VecDeque<Bytes>,
+    memory_bytes: usize,
+    spill: Option<Spill>,
+    end: Option<SpoolEnd>,
+}
+
+/// Bytes waiting in a spool, readable from any thread (for metrics).
+#[derive(Debug, Default)]
+pub struct SpoolGauge {
+    memory: AtomicU64,
+    disk: AtomicU64,
+}
+
+impl SpoolGauge {
+    pub fn memory(&self) -> u64 {
+        self.memory.load(Ordering::Relaxed)
+    }
+
+    pub fn disk(&self) -> u64 {
+        self.disk.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) struct Spool {
+    state: Mutex<State>,
+    ready: Notify,
+    config: SpoolConfig,
+    gauge: Arc<SpoolGauge>,
+}
+
+static SPILL_FILES: AtomicU64 = AtomicU64::new(0);
+
+impl Spool {
+    pub(crate) fn new(config: SpoolConfig, gauge: Arc<SpoolGauge>) -> Arc<Self> {
+        Arc::new(Spool {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            config,
+            gauge,
+        })
+    }
+
+    /// Reads `socket` until it closes, fails or stays silent for `timeout`.
+    pub(crate) async fn fill_from(self: Arc<Self>, mut socket: OwnedReadHalf, timeout: Duration) {
+        let end = loop {
+            let mut chunk = BytesMut::with_capacity(crate::link::READ_CHUNK);
+            match tokio::time::timeout(timeout, socket.read_buf(&mut chunk)).await {
+                Err(_) => break SpoolEnd::Timeout(timeout),
+                Ok(Err(e)) => break SpoolEnd::Io(e),
+                Ok(Ok(0)) => break SpoolEnd::Closed,
+                Ok(Ok(_)) => {
+                    if let Err(e) = self.push(chunk.freeze()) {
+                        break SpoolEnd::Io(e);
+                    }
+                }
+            }
+        };
+        self.state.lock().expect("spool lock").end = Some(end);
+        self.ready.notify_one();
+    }
+
+    fn push(&self, chunk: Bytes) -> io::Result<()> {
+        let mut state = self.state.lock().expect("spool lock");
+        if state.spill.is_none() && state.memory_bytes + chunk.len() <= self.config.memory_cap {
+            state.memory_bytes += chunk.len();
+            state.memory.push_back(chunk);
+            self.gauge
+                .memory
+                .store(state.memory_bytes as u64, Ordering::Relaxed);
+        } else {
+            if state.spill.is_none() {
+                let dir = self.config.dir.clone().unwrap_or_else(std::env::temp_dir);
+                state.spill = Some(open_spill(&dir)?);
+                tracing::warn!(cap = self.config.memory_cap, "the replication stream arrives faster than the target applies it; spilling to disk");
+            }
+            let spill = state.spill.as_mut().expect("just opened");
+            spill.file.seek(SeekFrom::Start(spill.written))?;
+            spill.file.write_all(&chunk)?;
+            spill.written += chunk.len() as u64;
+            let waiting = spill.written - spill.read;
+            self.gauge.disk.store(waiting, Ordering::Relaxed);
+        }
+        drop(state);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next bytes, in order; waits for them. `Err` once everything before the end was
+    /// taken.
+    pub(crate) async fn next(&self) -> Result<Bytes, SpoolEnd> {
+        loop {
+            if let Some(next) = self.take()? {
+                return Ok(next);
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    fn take(&self) -> Result<Option<Bytes>, SpoolEnd> {
+        let mut state = self.state.lock().expect("spool lock");
+        if let Some(chunk) = state.memory.pop_front() {
+            state.memory_bytes -= chunk.len();
+            self.gauge
+                .memory
+                .store(state.memory_bytes as u64, Ordering::Relaxed);
+            return Ok(Some(chunk));
+        }
+        if let Some(spill) = state.spill.as_mut() {
+            if spill.read < spill.written {
+                let len = (spill.written - spill.read).min(1 << 20) as usize;
+                let mut buf = vec![0; len];
+                let read = spill
+                    .file
+                    .seek(SeekFrom::Start(spill.read))
+                    .and_then(|_| spill.file.read_exact(&mut buf));
+                if let Err(e) = read {
+                    return Err(SpoolEnd::Io(e));
+                }
+                spill.read += len as u64;
+                self.gauge
+                    .disk
+                    .store(spill.written - spill.read, Ordering::Relaxed);
+                if spill.read == spill.written {
+                    // Drained: back to memory, the file goes.
+                    state.spill = None;
+                }
+                return Ok(Some(Bytes::from(buf)));
+            }
+        }
+        match state.end.take() {
+            Some(end) => Err(end),
+            None => Ok(None),
+        }
+    }
+}
+
+fn open_spill(dir: &Path) -> io::Result<Spill> {
+    std::fs::create_dir_all(dir)?;
+    let n = SPILL_FILES.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("ferry-spool-{}-{n}.bin", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    Ok(Spill {
+        path,
+        file,
+        read: 0,
+        written: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bytes_beyond_the_cap_go_to_disk_and_come_back_in_order() {
+        let dir = std::env::temp_dir().join(format!("ferry-spool-test-{}", std::process::id()));
+        let gauge = Arc::new(SpoolGauge::default());
+        let spool = Spool::new(
+            SpoolConfig {
+                memory_cap: 10,
+                dir: Some(dir.clone()),
+            },
+            gauge.clone(),
+        );
+        let chunks: Vec<Bytes> = (0..20u8).map(|i| Bytes::from(vec![i; 4])).collect();
+        for chunk in &chunks[..10] {
+            spool.push(chunk.clone()).unwrap();
+        }
+        assert_eq!(gauge.memory(), 8, "two chunks fit the cap");
+        assert_eq!(gauge.disk(), 32, "the rest is spilled");
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.extend_from_slice(&spool.next().await.unwrap());
+        }
+        // Once spilling, new bytes queue behind the file, never in front of it.
+        for chunk in &chunks[10..] {
+            spool.push(chunk.clone()).unwrap();
+        }
+        spool.state.lock().unwrap().end = Some(SpoolEnd::Closed);
+        loop {
+            match spool.next().await {
+                Ok(bytes) => got.extend_from_slice(&bytes),
+                Err(SpoolEnd::Closed) => break,
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        let want: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
+        assert_eq!(got, want);
+        assert_eq!((gauge.memory(), gauge.disk()), (0, 0));
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "the spill file is removed once drained"
+        );
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
