@@ -319,13 +319,13 @@ impl Session {
             }
             let socket = self.socket.as_mut().expect("handshake on the whole socket");
             let read = tokio::time::timeout_at(deadline, socket.read_buf(replies.buffer_mut()))
-                    .await
-                    .map_err(|_| SessionError::Timeout {
-                        addr: self.addr.clone(),
-                        what: command,
-                        waited: self.config.handshake_timeout,
-                    })?
-                    .map_err(|source| self.io_error(source))?;
+                .await
+                .map_err(|_| SessionError::Timeout {
+                    addr: self.addr.clone(),
+                    what: command,
+                    waited: self.config.handshake_timeout,
+                })?
+                .map_err(|source| self.io_error(source))?;
             if read == 0 {
                 return Err(SessionError::Closed {
                     addr: self.addr.clone(),

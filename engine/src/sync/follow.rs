@@ -95,6 +95,7 @@ impl ShardSync {
             self.options.db,
         );
         router.publish = self.options.publish;
+        router.set_target_server(&self.target.server);
         let mut applier = StreamApplier::new(
             id.clone(),
             self.target.clone(),

@@ -20,8 +20,8 @@ use crate::deployment::{Deployment, DiscoverError};
 use crate::endpoint::Endpoint;
 use crate::rdb::{self, Parser};
 use crate::replica::{
-    PsyncFrom, ReplId, ReplOffset, Session, SessionConfig, SessionError, SessionEvent,
-    SpoolConfig, SpoolGauge,
+    PsyncFrom, ReplId, ReplOffset, Session, SessionConfig, SessionError, SessionEvent, SpoolConfig,
+    SpoolGauge,
 };
 use crate::route::{NodeAddr, Shard};
 

@@ -91,6 +91,8 @@ pub struct StreamRouter {
     transaction: Option<Vec<Write>>,
     /// Forward `PUBLISH` (and `SPUBLISH`) messages.
     pub publish: bool,
+    /// The target is older than Redis 6.2: `SET ... PXAT|EXAT|GET` must be rewritten.
+    old_set: bool,
 }
 
 impl StreamRouter {
@@ -105,7 +107,14 @@ impl StreamRouter {
             selected: 0,
             transaction: None,
             publish: false,
+            old_set: false,
         }
+    }
+
+    /// Commands newer than the target are rewritten into forms it knows.
+    pub fn set_target_server(&mut self, server: &crate::deployment::ServerInfo) {
+        self.old_set =
+            server.family == crate::deployment::Family::Redis && server.version < (6, 2, 0);
     }
 
     /// The db the stream has selected (a checkpoint records it: after `+CONTINUE` the master
@@ -253,11 +262,17 @@ impl StreamRouter {
         }
         let one_master = keys.iter().all(|k| self.same_master(k, &keys[0]));
         if selected.iter().all(|s| *s) && one_master {
+            let relative = !ABSOLUTE.contains(&name) || zadd_incr(name, &command);
+            let commands = if self.old_set && name == "set" {
+                old_set(command)
+            } else {
+                vec![command]
+            };
             return Ok(Routed::Writes(vec![Write {
                 key: keys[0].clone(),
-                relative: !ABSOLUTE.contains(&name) || zadd_incr(name, &command),
+                relative,
                 other_slots: other_slots(&keys),
-                commands: vec![command],
+                commands,
             }]));
         }
         match split(name, &command, &keys, &selected) {
@@ -335,6 +350,43 @@ fn zadd_incr(name: &str, command: &Command) -> bool {
             .args()
             .iter()
             .any(|a| a.eq_ignore_ascii_case(b"incr"))
+}
+
+/// `SET key value ... PXAT ms|EXAT s|GET` for servers before 6.2: the `SET` without them,
+/// then `PEXPIREAT`.
+fn old_set(command: Command) -> Vec<Command> {
+    let argv = command.argv();
+    if argv.len() < 3 {
+        return vec![command];
+    }
+    let mut kept = argv[..3].to_vec();
+    let mut expire_at_ms = None;
+    let mut i = 3;
+    while i < argv.len() {
+        let arg = &argv[i];
+        let at = |scale: u64| {
+            let text = std::str::from_utf8(argv.get(i + 1)?).ok()?;
+            Some(text.parse::<u64>().ok()? * scale)
+        };
+        if arg.eq_ignore_ascii_case(b"pxat") {
+            expire_at_ms = at(1);
+            i += 2;
+        } else if arg.eq_ignore_ascii_case(b"exat") {
+            expire_at_ms = at(1000);
+            i += 2;
+        } else if arg.eq_ignore_ascii_case(b"get") {
+            i += 1;
+        } else {
+            kept.push(arg.clone());
+            i += 1;
+        }
+    }
+    let key = argv[1].clone();
+    let mut out = vec![Command::from_argv(kept).expect("not empty")];
+    if let Some(ms) = expire_at_ms {
+        out.push(Command::new("PEXPIREAT").arg(key).arg(ms.to_string()));
+    }
+    out
 }
 
 /// `FUNCTION LOAD` replaces what a replay or an earlier sync loaded.

@@ -40,7 +40,10 @@ pub enum ApplyMode {
 }
 
 /// The batch script: `ARGV` = checkpoint key, field, value, the number of probe keys, the
-/// probe keys, then each command as its argument count followed by its arguments.
+/// probe keys, then each command as its argument count followed by its arguments. It returns
+/// `OK`, `{'retry', error}` when a probe found a slot that is not served here (nothing was
+/// written), or `{'fail', index, error}` for the first command the target refused (the
+/// commands before it were applied, the checkpoint was not moved).
 const SCRIPT: &str = r#"local a = ARGV
 local probes = tonumber(a[4])
 for i = 5, 4 + probes do
@@ -49,10 +52,13 @@ for i = 5, 4 + probes do
 end
 local i = 5 + probes
 local n = #a
+local k = 0
 while i <= n do
   local c = tonumber(a[i])
-  redis.call(unpack(a, i + 1, i + c))
+  local r = redis.pcall(unpack(a, i + 1, i + c))
+  if type(r) == 'table' and r.err then return {'fail', tostring(k), r.err} end
   i = i + c + 1
+  k = k + 1
 end
 redis.call('HSET', a[1], a[2], a[3])
 return 'OK'"#;
@@ -611,7 +617,35 @@ impl NodeWriter {
         let reply = link.exchange().await.map_err(Failure::Link)?.remove(0);
         match reply {
             Frame::Bulk(Some(ok)) if ok.as_ref() == b"OK" => Ok(()),
-            Frame::Array(Some(parts)) => Err(Failure::Later(format!("{parts:?}"))),
+            Frame::Array(Some(parts)) => {
+                let text = |f: Option<&Frame>| match f {
+                    Some(Frame::Bulk(Some(b))) => String::from_utf8_lossy(b).into_owned(),
+                    _ => String::new(),
+                };
+                if text(parts.first()) == "retry" {
+                    return Err(Failure::Later(text(parts.get(1))));
+                }
+                let index: usize = text(parts.get(1)).parse().unwrap_or(0);
+                let error = text(parts.get(2));
+                let failed = self
+                    .units
+                    .iter()
+                    .flat_map(|u| u.commands.iter().map(move |c| (c, &u.key)))
+                    .nth(index);
+                if index == 0 {
+                    return Err(classify(error, failed));
+                }
+                // The writes before it were applied and cannot be taken back: a retry would
+                // apply them twice. Stop and say so.
+                let (command, key) = failed
+                    .map(|(c, k)| (printable(c.name()).to_ascii_uppercase(), printable(k)))
+                    .unwrap_or_default();
+                Err(Failure::Fatal(ApplyError::Rejected {
+                    key,
+                    command,
+                    reply: format!("{error} (write {index} of a batch on {}: the writes before it are applied, its checkpoint is not)", self.addr),
+                }))
+            }
             Frame::Error(e) => {
                 let text = String::from_utf8_lossy(&e).into_owned();
                 if text.contains("NOPERM") || text.contains("unknown command") {
@@ -678,20 +712,23 @@ fn scripts_refused(reply: &[u8]) -> ApplyError {
     }
 }
 
-/// Whether an error reply is worth waiting out.
-fn classify(text: String, what: Option<(&Command, &Bytes)>) -> Failure {
+/// Refusals that pass: memory, loading, a failover or resharding in progress.
+fn is_transient(text: &str) -> bool {
     let code = text
         .trim_start_matches("ERR ")
         .split(' ')
         .next()
-        .unwrap_or_default()
-        .to_string();
-    let transient = matches!(
-        code.as_str(),
+        .unwrap_or_default();
+    matches!(
+        code,
         "OOM" | "LOADING" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "READONLY" | "BUSY"
     ) || text.contains("OOM command not allowed")
-        || text.contains("READONLY");
-    if transient {
+        || text.contains("READONLY")
+}
+
+/// Whether an error reply is worth waiting out.
+fn classify(text: String, what: Option<(&Command, &Bytes)>) -> Failure {
+    if is_transient(&text) {
         return Failure::Later(text);
     }
     let (command, key) = what

@@ -306,7 +306,37 @@ async fn a_stalled_target_makes_the_stream_spill_to_disk_and_nothing_is_lost() {
     assert!(sync.progress.iter().all(|p| p.buffered() == (0, 0)));
     assert_eq!(sync.full_resyncs(), 2, "no new snapshot");
     sync.stop().await;
-    let left = std::fs::read_dir(&spool_dir).map(|d| d.count()).unwrap_or(0);
+    let left = std::fs::read_dir(&spool_dir)
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert_eq!(left, 0, "spill files are removed");
     let _ = std::fs::remove_dir(&spool_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_cross_versions_and_forks_exactly() {
+    use ferry_fixtures::ServerBinary;
+    let cluster = |binary: Option<&str>, masters: usize| {
+        let mut builder = LocalCluster::builder().masters(masters);
+        if let Some(name) = binary {
+            builder = builder.binary(ServerBinary::cached(name).unwrap());
+        }
+        builder.start().unwrap()
+    };
+    // Redis 6.0 into Valkey 9, and Redis 7.0 into Redis 5.0 (scripts and rewrites there).
+    for (from, to) in [
+        (Some("redis-6.0.9"), Some("valkey-9.1.2")),
+        (None, Some("redis-5.0.10")),
+    ] {
+        let source = cluster(from, 3);
+        let target = cluster(to, 2);
+        Dataset::new(32).scale(500).load(&source).unwrap();
+        let writes = counting_workload(33).spawn(&source).unwrap();
+        let mut sync = Running::start(&source, &target, options(SyncMode::FullIncr)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::task::block_in_place(|| writes.stop()).unwrap();
+        sync.caught_up(Duration::from_secs(20)).await;
+        assert_exact(&source, &target).await;
+        sync.stop().await;
+    }
 }

@@ -127,4 +127,28 @@ async fn stream_commands_become_routed_writes() {
     let error = route("NOSUCHCOMMAND x").unwrap_err();
     assert!(error.to_string().contains("COMMAND table"), "{error}");
     assert_eq!(route("PUBLISH ch hi").unwrap(), Routed::Nothing);
+
+    // A target older than 6.2 gets SET ... PXAT as SET then PEXPIREAT.
+    router.set_target_server(&ferry_engine::deployment::ServerInfo {
+        family: ferry_engine::deployment::Family::Redis,
+        version: (5, 0, 10),
+    });
+    assert_eq!(
+        writes(
+            router
+                .route(command("SET k v NX PXAT 1700000000000"))
+                .unwrap()
+        )[0]
+        .2,
+        ["SET k v NX", "PEXPIREAT k 1700000000000"]
+    );
+    assert_eq!(
+        writes(
+            router
+                .route(command("SET k v EXAT 1700000000 GET"))
+                .unwrap()
+        )[0]
+        .2,
+        ["SET k v", "PEXPIREAT k 1700000000000"]
+    );
 }
