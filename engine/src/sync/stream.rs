@@ -224,6 +224,8 @@ impl StreamRouter {
         }
         let keys = match self.table.keys(command.argv()) {
             Keys::Found(keys) => keys,
+            // `SORT key ... STORE dest`: the spec of `dest` is incomplete; the syntax is known.
+            Keys::Unknown if name == "sort" => sort_keys(&command),
             Keys::Unknown => {
                 return Err(error(
                     &command,
@@ -333,6 +335,16 @@ fn error(command: &Command, reason: &str) -> RouteError {
         command: printable(command.name()).to_ascii_uppercase(),
         reason: reason.to_string(),
     }
+}
+
+/// `SORT key [... STORE dest]`: the sorted key and the destination.
+fn sort_keys(command: &Command) -> Vec<Bytes> {
+    let args = command.args();
+    let mut keys: Vec<Bytes> = args.first().cloned().into_iter().collect();
+    if let Some(at) = args.iter().position(|a| a.eq_ignore_ascii_case(b"store")) {
+        keys.extend(args.get(at + 1).cloned());
+    }
+    keys
 }
 
 /// `MOVE key db`: the destination db.

@@ -340,3 +340,196 @@ async fn streams_cross_versions_and_forks_exactly() {
         sync.stop().await;
     }
 }
+
+/// One line per write command family of Redis 7; keys of one command share a hash tag.
+const FAMILIES: &[&str] = &[
+    // strings
+    "SET {s}a hello",
+    "SET {s}b 10 PX 100000",
+    "SET {s}c v EX 1000 NX",
+    "SETEX {s}d 1000 v",
+    "PSETEX {s}e 1000000 v",
+    "SETNX {s}f v",
+    "APPEND {s}a !",
+    "SETRANGE {s}a 1 EL",
+    "INCR {s}b",
+    "INCRBY {s}b 5",
+    "DECR {s}b",
+    "DECRBY {s}b 2",
+    "INCRBYFLOAT {s}g 1.5",
+    "GETSET {s}f w",
+    "GETDEL {s}d",
+    "GETEX {s}f EX 500",
+    "MSET {s}h 1 {s}i 2",
+    "MSETNX {s}j 1 {s}k 2",
+    "SETBIT {s}bits 7 1",
+    "BITOP OR {s}or {s}bits {s}a",
+    "BITFIELD {s}bf SET u8 0 200 INCRBY u8 0 100",
+    "PFADD {s}hll a b c",
+    "PFMERGE {s}hll2 {s}hll",
+    // keys
+    "COPY {s}a {s}copy",
+    "RENAME {s}copy {s}renamed",
+    "RENAMENX {s}renamed {s}renamed2",
+    "EXPIRE {s}a 1000",
+    "PEXPIRE {s}h 1000000",
+    "EXPIREAT {s}i 4102444800",
+    "PERSIST {s}a",
+    "DEL {s}j",
+    "UNLINK {s}k",
+    // lists
+    "RPUSH {l}a 1 2 3 4 5 6",
+    "LPUSH {l}a 0",
+    "LPUSHX {l}a -1",
+    "RPUSHX {l}a 7",
+    "LINSERT {l}a BEFORE 3 2.5",
+    "LSET {l}a 0 zero",
+    "LREM {l}a 1 2",
+    "LTRIM {l}a 0 6",
+    "LPOP {l}a",
+    "RPOP {l}a 2",
+    "RPOPLPUSH {l}a {l}b",
+    "LMOVE {l}a {l}b LEFT RIGHT",
+    "BLPOP {l}b 1",
+    "BLMOVE {l}a {l}c RIGHT LEFT 1",
+    "LMPOP 2 {l}a {l}b LEFT COUNT 1",
+    // hashes
+    "HSET {h}a f1 1 f2 2 f3 x",
+    "HSETNX {h}a f4 4",
+    "HMSET {h}a f5 5",
+    "HINCRBY {h}a f1 10",
+    "HINCRBYFLOAT {h}a f2 0.25",
+    "HDEL {h}a f3",
+    // sets
+    "SADD {t}a 1 2 3 4 5",
+    "SADD {t}b 4 5 6",
+    "SREM {t}a 1",
+    "SMOVE {t}a {t}b 2",
+    "SPOP {t}a",
+    "SINTERSTORE {t}i {t}a {t}b",
+    "SUNIONSTORE {t}u {t}a {t}b",
+    "SDIFFSTORE {t}d {t}b {t}a",
+    // sorted sets
+    "ZADD {z}a 1 a 2 b 3 c 4 d 5 e",
+    "ZADD {z}a XX CH 10 a",
+    "ZADD {z}a INCR 1.5 b",
+    "ZINCRBY {z}a 2 c",
+    "ZREM {z}a d",
+    "ZADD {z}b 1 x 2 y inf top -inf bottom",
+    "ZREMRANGEBYSCORE {z}b 1 1",
+    "ZREMRANGEBYRANK {z}b 0 0",
+    "ZREMRANGEBYLEX {z}lex - [b",
+    "ZPOPMIN {z}a",
+    "ZPOPMAX {z}a",
+    "BZPOPMIN {z}a 1",
+    "ZMPOP 1 {z}b MIN COUNT 1",
+    "ZUNIONSTORE {z}u 2 {z}a {z}b WEIGHTS 1 2",
+    "ZINTERSTORE {z}i 2 {z}a {z}b",
+    "ZDIFFSTORE {z}d 2 {z}a {z}b",
+    "ZRANGESTORE {z}r {z}a 0 -1",
+    // geo
+    "GEOADD {g}a 13.361389 38.115556 Palermo 15.087269 37.502669 Catania",
+    "GEOSEARCHSTORE {g}b {g}a FROMLONLAT 15 37 BYRADIUS 200 km ASC",
+    // streams
+    "XADD {x}a * f 1",
+    "XADD {x}a * f 2",
+    "XADD {x}a MAXLEN ~ 100 * f 3",
+    "XGROUP CREATE {x}a g 0",
+    "XGROUP CREATECONSUMER {x}a g c2",
+    "XREADGROUP GROUP g c COUNT 2 STREAMS {x}a >",
+    "XAUTOCLAIM {x}a g c3 0 0-0 COUNT 1",
+    "XTRIM {x}a MAXLEN 10",
+    "XSETID {x}a 99999999999999-0",
+    "XADD {x}b 5-1 f v",
+    "XDEL {x}b 5-1",
+    "XGROUP DELCONSUMER {x}a g c2",
+    // sort and scripts
+    "RPUSH {o}in 3 1 2",
+    "SORT {o}in STORE {o}out",
+    "EVAL redis.call('INCR',KEYS[1]);redis.call('RPUSH',KEYS[2],ARGV[1]) 2 {e}n {e}l x",
+    "FUNCTION LOAD REPLACE #!lua\\x20name=ferrylib\\nredis.register_function('ferry_incr',function(k)\\x20return\\x20redis.call('INCR',k[1])\\x20end)",
+    "FCALL ferry_incr 1 {e}f",
+    // expiry that fires on the source: the DEL it propagates is applied
+    "SET {s}short v PX 50",
+];
+
+/// Splits a line into arguments (`\\x20` is a space, `\\n` a newline, inside one argument).
+fn words(line: &str) -> Vec<String> {
+    line.split(' ')
+        .map(|w| w.replace("\\x20", " ").replace("\\n", "\n"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_command_family_replays_exactly() {
+    use ferry_fixtures::LocalServer;
+    let source = LocalServer::builder().start().unwrap();
+    let target = LocalCluster::builder().masters(3).start().unwrap();
+    let mut sync = Running::start(&source, &target, options(SyncMode::FullIncr)).await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    let master = &source.masters().unwrap()[0];
+    let mut conn = master.connect().unwrap();
+    for line in FAMILIES {
+        let args = words(line);
+        let mut cmd = redis::cmd(&args[0]);
+        for arg in &args[1..] {
+            cmd.arg(arg);
+        }
+        let reply: redis::RedisResult<redis::Value> = cmd.query(&mut conn);
+        assert!(reply.is_ok(), "{line}: {reply:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    assert_exact(&source, &target).await;
+    let applied: u64 = sync.progress.iter().map(|p| p.stream_commands()).sum();
+    assert!(
+        applied as usize >= FAMILIES.len() - 5,
+        "{applied} stream writes"
+    );
+    sync.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_refuses_scripts_is_named_and_at_least_once_still_copies() {
+    let source = LocalCluster::builder().masters(2).start().unwrap();
+    let target = LocalCluster::builder().masters(2).start().unwrap();
+    for master in target.masters().unwrap() {
+        let _: () = master
+            .query(
+                redis::cmd("ACL")
+                    .arg("SETUSER")
+                    .arg("default")
+                    .arg("-eval")
+                    .arg("-evalsha"),
+            )
+            .unwrap();
+    }
+    let writes = counting_workload(34)
+        .only(&[OpKind::Incr, OpKind::RPush])
+        .spawn(&source)
+        .unwrap();
+    let sync = Sync::prepare(
+        &endpoint(&source),
+        &endpoint(&target),
+        options(SyncMode::FullIncr),
+    )
+    .await
+    .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(20), sync.run())
+        .await
+        .expect("the sync stops on the refusal")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("NOPERM") && error.contains("--apply at-least-once"),
+        "{error}"
+    );
+    let mut options = options(SyncMode::FullIncr);
+    options.apply_mode = ferry_engine::sync::ApplyMode::AtLeastOnce;
+    let mut sync = Running::start(&source, &target, options).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::block_in_place(|| writes.stop()).unwrap();
+    sync.caught_up(Duration::from_secs(20)).await;
+    assert_exact(&source, &target).await;
+    sync.stop().await;
+}
