@@ -1,15 +1,17 @@
 //! `ferry demo`: local source (3 masters) and target (4 masters) clusters, a sample dataset of
-//! every type, the precheck, a full sync, `ferry verify`'s report, and cleanup.
+//! every type, the precheck, a full+incremental sync while a workload keeps writing (with the
+//! live lag), `ferry verify`'s report once the writes stop and the target caught up, and
+//! cleanup.
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ferry_engine::endpoint::Endpoint;
 use ferry_engine::precheck::{self, Status};
-use ferry_engine::sync::{Sync, SyncOptions};
-use ferry_fixtures::{Dataset, Deployment, LocalCluster, ServerBinary};
+use ferry_engine::sync::{Phase, Sync, SyncMode, SyncOptions};
+use ferry_fixtures::{Dataset, Deployment, LocalCluster, ServerBinary, Workload};
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -22,6 +24,12 @@ pub struct DemoArgs {
     /// Server binary for both clusters [default: $REDIS_SERVER, then redis-server on PATH].
     #[arg(long)]
     server: Option<std::path::PathBuf>,
+    /// Seconds the live workload writes into the source during the sync.
+    #[arg(long, default_value_t = 5)]
+    live_seconds: u64,
+    /// Operations per second of the live workload.
+    #[arg(long, default_value_t = 2_000)]
+    rate: u32,
 }
 
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
@@ -52,7 +60,15 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let report = runtime.block_on(async {
+    let workload = Workload::new(args.seed)
+        .rate(args.rate)
+        .duration(Duration::from_secs(args.live_seconds));
+    let writes = workload.spawn(&source)?;
+    println!(
+        "live workload: {} ops/s for {} s (INCR, RPUSH, LPOP, HINCRBY, ZINCRBY, XADD, MULTI, EVAL, ...)",
+        args.rate, args.live_seconds
+    );
+    runtime.block_on(async {
         let check = precheck::run(&source_url, &target_url, &precheck::Options::default()).await;
         for item in &check.items {
             println!(
@@ -69,16 +85,57 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
                 .collect();
             bail!("precheck failed: {}", failed.join(", "));
         }
-        let sync = Sync::prepare(&source_url, &target_url, SyncOptions::default()).await?;
-        Ok(sync.run().await?)
+        let options = SyncOptions {
+            mode: SyncMode::FullIncr,
+            ..SyncOptions::default()
+        };
+        let sync = Sync::prepare(&source_url, &target_url, options).await?;
+        let shards = sync.progress().to_vec();
+        let sync_started = Instant::now();
+        let mut running = tokio::spawn(sync.run());
+        let mut snapshot_done = false;
+        loop {
+            tokio::select! {
+                outcome = &mut running => {
+                    outcome.context("the sync task")??;
+                    bail!("the sync stopped");
+                }
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let keys: u64 = shards.iter().map(|s| s.applied_keys()).sum();
+            let streaming = shards.iter().all(|s| s.phase() == Phase::Streaming);
+            if streaming && !snapshot_done {
+                snapshot_done = true;
+                println!(
+                    "snapshots applied: {keys} keys in {:.2} s; now following the live stream",
+                    sync_started.elapsed().as_secs_f64()
+                );
+            }
+            let stream: u64 = shards.iter().map(|s| s.stream_commands()).sum();
+            let lag_ms = shards.iter().map(|s| s.lag_ms()).max().unwrap_or(0);
+            let lag_bytes: u64 = shards.iter().map(|s| s.lag_bytes()).sum();
+            let writing = !writes.is_finished();
+            println!(
+                "  {:>4.1} s  source writes: {:>6}  stream writes applied: {stream:>6}  lag: {lag_ms} ms, {lag_bytes} bytes{}",
+                sync_started.elapsed().as_secs_f64(),
+                writes.ops(),
+                if writing { "" } else { "  (workload done)" }
+            );
+            if !writing && streaming && shards.iter().all(|s| s.caught_up()) {
+                println!("caught up on every shard; stopping the sync");
+                running.abort();
+                return Ok(());
+            }
+            if sync_started.elapsed() > Duration::from_secs(args.live_seconds + 120) {
+                bail!("the target did not catch up");
+            }
+        }
     })?;
-    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    let report = writes.join()?;
     println!(
-        "full sync: {} keys, {:.1} MB of snapshots in {:.2} s ({:.0} keys/s)",
-        report.keys(),
-        report.snapshot_bytes() as f64 / 1e6,
-        secs,
-        report.keys() as f64 / secs
+        "workload: {} ops sent, {} error replies",
+        report.ops,
+        report.errors()
     );
 
     // The verifier reads both sides on its own (through the redis crate), key by key.
