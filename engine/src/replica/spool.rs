@@ -28,7 +28,7 @@ pub struct SpoolConfig {
 impl Default for SpoolConfig {
     fn default() -> Self {
         SpoolConfig {
-            memory_cap: 64 << 20,
+            memory_cap: 16 << 20,
             dir: None,
         }
     }
