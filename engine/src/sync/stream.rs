@@ -40,6 +40,17 @@ const ABSOLUTE: &[&str] = &[
     "xsetid",
 ];
 
+/// Script calls that reach a replication stream only when the source replicates scripts
+/// verbatim instead of their effects.
+const VERBATIM_SCRIPTS: &[&str] = &[
+    "eval",
+    "evalsha",
+    "eval_ro",
+    "evalsha_ro",
+    "fcall",
+    "fcall_ro",
+];
+
 /// Commands that may be split into one command per key (or key/value pair) when their keys
 /// belong to different target masters or only some are selected.
 const SPLITTABLE: &[(&str, usize)] = &[("del", 1), ("unlink", 1), ("touch", 1), ("mset", 2)];
@@ -54,6 +65,9 @@ pub struct Write {
     pub relative: bool,
     /// Keys in slots other than `key`'s (a transaction over several slots of one master).
     pub other_slots: Vec<Bytes>,
+    /// A script replicated verbatim (`EVAL`, `EVALSHA`, `FCALL` in the stream: a source with
+    /// `lua-replicate-commands no`): it cannot run inside ferry's own script.
+    pub script: bool,
 }
 
 /// What one source command means for the target.
@@ -226,6 +240,8 @@ impl StreamRouter {
             Keys::Found(keys) => keys,
             // `SORT key ... STORE dest`: the spec of `dest` is incomplete; the syntax is known.
             Keys::Unknown if name == "sort" => sort_keys(&command),
+            // Servers without key specs mark scripts "movablekeys": `numkeys` says.
+            Keys::Unknown if VERBATIM_SCRIPTS.contains(&name) => script_keys(&command),
             Keys::Unknown => {
                 return Err(error(
                     &command,
@@ -275,6 +291,7 @@ impl StreamRouter {
                 relative,
                 other_slots: other_slots(&keys),
                 commands,
+                script: VERBATIM_SCRIPTS.contains(&name),
             }]));
         }
         match split(name, &command, &keys, &selected) {
@@ -304,6 +321,7 @@ impl StreamRouter {
                 .find(|u| self.same_master(&u.key, &write.key))
             {
                 Some(unit) => {
+                    unit.script |= write.script;
                     if Slot::of_key(&unit.key) != Slot::of_key(&write.key) {
                         unit.other_slots.push(write.key.clone());
                     }
@@ -345,6 +363,16 @@ fn sort_keys(command: &Command) -> Vec<Bytes> {
         keys.extend(args.get(at + 1).cloned());
     }
     keys
+}
+
+/// `EVAL script numkeys key... arg...` (and `EVALSHA`, `FCALL`): the keys.
+fn script_keys(command: &Command) -> Vec<Bytes> {
+    let args = command.args();
+    let count = args
+        .get(1)
+        .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    args.iter().skip(2).take(count).cloned().collect()
 }
 
 /// `MOVE key db`: the destination db.
@@ -449,6 +477,7 @@ fn split(name: &str, command: &Command, keys: &[Bytes], selected: &[bool]) -> Op
                 commands: vec![Command::from_argv(argv).expect("not empty")],
                 relative: false,
                 other_slots: Vec::new(),
+                script: false,
             }
         })
         .collect();

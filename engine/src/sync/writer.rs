@@ -518,6 +518,13 @@ impl NodeWriter {
         .encode();
         let relative = self.units.iter().any(|u| u.relative);
         if relative && context.mode == ApplyMode::ExactlyOnce {
+            if let Some(unit) = self.units.iter().find(|u| u.script) {
+                return Err(Failure::Fatal(ApplyError::Rejected {
+                    key: printable(&unit.key),
+                    command: unit.commands.first().map(|c| printable(c.name()).to_ascii_uppercase()).unwrap_or_default(),
+                    reply: "the source replicates this script verbatim (lua-replicate-commands no), and exactly-once cannot run a script inside its own: set lua-replicate-commands yes on the source, or run with --apply at-least-once".into(),
+                }));
+            }
             return self.script(context, &value).await;
         }
         let link = self.link.as_mut().expect("connected");

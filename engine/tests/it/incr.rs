@@ -533,3 +533,89 @@ async fn a_target_that_refuses_scripts_is_named_and_at_least_once_still_copies()
     assert_exact(&source, &target).await;
     sync.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incr_mode_streams_onto_a_target_that_already_holds_the_data() {
+    let source = LocalCluster::builder().masters(2).start().unwrap();
+    let target = LocalCluster::builder().masters(3).start().unwrap();
+    Dataset::new(35).scale(1_000).load(&source).unwrap();
+    // The target gets the data some other way first (here: a full sync).
+    Sync::prepare(
+        &endpoint(&source),
+        &endpoint(&target),
+        options(SyncMode::Full),
+    )
+    .await
+    .unwrap()
+    .run()
+    .await
+    .unwrap();
+    let mut sync = Running::start(&source, &target, options(SyncMode::Incr)).await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    let writes = counting_workload(36)
+        .duration(Duration::from_secs(2))
+        .spawn(&source)
+        .unwrap();
+    tokio::task::block_in_place(|| writes.join()).unwrap();
+    sync.caught_up(Duration::from_secs(20)).await;
+    assert_exact(&source, &target).await;
+    let applied: u64 = sync.progress.iter().map(|p| p.applied_keys()).sum();
+    assert_eq!(applied, 0, "incr mode applies no snapshot");
+    sync.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbatim_script_replication_is_named_under_exactly_once_and_copied_at_least_once() {
+    use ferry_fixtures::{LocalServer, ServerBinary};
+    let source = LocalServer::builder()
+        .binary(ServerBinary::cached("redis-6.0.9").unwrap())
+        .start()
+        .unwrap();
+    let target = LocalCluster::builder().masters(2).start().unwrap();
+    let master = &source.masters().unwrap()[0];
+    let _: () = master
+        .query(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("lua-replicate-commands")
+                .arg("no"),
+        )
+        .unwrap();
+    let eval = |n: u32| {
+        let _: () = master
+            .query(
+                redis::cmd("EVAL")
+                    .arg("redis.call('INCR', KEYS[1]); redis.call('RPUSH', KEYS[2], ARGV[1])")
+                    .arg(2)
+                    .arg("{e}n")
+                    .arg("{e}l")
+                    .arg(n),
+            )
+            .unwrap();
+    };
+    let sync = Sync::prepare(
+        &endpoint(&source),
+        &endpoint(&target),
+        options(SyncMode::FullIncr),
+    )
+    .await
+    .unwrap();
+    let running = tokio::spawn(sync.run());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    eval(1);
+    let error = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the sync stops on the verbatim script")
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("lua-replicate-commands"), "{error}");
+    let mut options = options(SyncMode::FullIncr);
+    options.apply_mode = ferry_engine::sync::ApplyMode::AtLeastOnce;
+    let mut sync = Running::start(&source, &target, options).await;
+    eval(2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    assert_exact(&source, &target).await;
+    sync.stop().await;
+}
