@@ -3,6 +3,7 @@
 //! This binary is thin: it parses the command line, builds configs and prints results; the
 //! work lives in the workspace's library crates.
 
+mod chaos;
 mod cleanup;
 mod demo;
 mod endpoints;
@@ -36,6 +37,9 @@ enum Command {
     /// Compare a source and a target key by key and report every difference (exit 0:
     /// consistent, 1: differences found, 2: could not finish).
     Verify(verify::VerifyArgs),
+    /// Run fault scenarios against local clusters and let the verifier judge (`list`, `run
+    /// NAME...`, `run --all`; exit 0 when every scenario reached its expected verdict).
+    Chaos(chaos::ChaosArgs),
     /// Remove ferry's checkpoints (and heartbeats) from a deployment after a cutover.
     Cleanup(cleanup::CleanupArgs),
     /// Read RDB files without a server: `ferry rdb inspect FILE` lists keys, types, encodings,
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args).map(ExitCode::from),
         Command::Rdb(args) => rdb::run(args),
         Command::Cleanup(args) => cleanup::run(args),
+        Command::Chaos(args) => chaos::run(args),
     };
     match result {
         Ok(code) => code,

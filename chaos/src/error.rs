@@ -41,6 +41,10 @@ pub enum ChaosError {
         command: String,
         detail: String,
     },
+    #[error("engine: {0}")]
+    Engine(String),
+    #[error("verifier: {0}")]
+    Verify(#[from] ferry_verifier::VerifyError),
     #[error(transparent)]
     InvalidSlot(#[from] InvalidSlot),
     #[error(transparent)]

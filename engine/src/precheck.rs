@@ -129,7 +129,11 @@ pub async fn run(source: &Endpoint, target: &Endpoint, options: &Options) -> Rep
     items.push(slot_coverage(&source_side, &target_side));
     items.push(target_empty(&target_side, options));
     items.push(eviction_policy(&target_side, options.allow_eviction));
-    items.push(memory_headroom(&source_side, &target_side));
+    items.push(memory_headroom(
+        &source_side,
+        &target_side,
+        options.allow_eviction,
+    ));
     items.push(backlog(&source_side));
     items.push(modules(&source_side, &target_side));
     Report { items }
@@ -571,7 +575,7 @@ fn eviction_policy(target: &Side, allow: bool) -> Item {
 
 /// How much of each target master's memory the source's data will need: each source
 /// master's dataset spread evenly over its slots, summed per target owner of those slots.
-fn memory_headroom(source: &Side, target: &Side) -> Item {
+fn memory_headroom(source: &Side, target: &Side, allow_eviction: bool) -> Item {
     let name = "memory-headroom";
     let mut need: HashMap<usize, f64> = HashMap::new();
     for (shard, facts) in source
@@ -615,9 +619,15 @@ fn memory_headroom(source: &Side, target: &Side) -> Item {
         }
     }
     if !short.is_empty() {
+        // With eviction accepted, a small target loses keys by choice: say so, do not block.
+        let status = if allow_eviction {
+            Status::Warn
+        } else {
+            Status::Fail
+        };
         return problem(
             name,
-            Status::Fail,
+            status,
             short.join("; "),
             "raise maxmemory on those target masters (1.1x the source data they will hold)",
         );

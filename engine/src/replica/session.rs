@@ -48,6 +48,9 @@ pub struct SessionConfig {
     pub host: String,
     pub port: u16,
     pub credentials: Option<Credentials>,
+    /// Announced as `REPLCONF listening-port` (default: the local port of this connection).
+    /// Reconnections announce the same port so the master lists one replica throughout.
+    pub listening_port: Option<u16>,
     /// Sent as `REPLCONF version` (Valkey 9 sends its own RDB format, `VALKEY080`, only to
     /// replicas that announce a version); `None` sends nothing.
     pub announce_version: Option<String>,
@@ -71,6 +74,7 @@ impl SessionConfig {
             host: host.into(),
             port,
             credentials: None,
+            listening_port: None,
             announce_version: None,
             ack_interval: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(10),
@@ -240,12 +244,15 @@ impl Session {
             return Err(self.refused("PING", &message));
         }
         let port = self
-            .socket
-            .as_ref()
-            .and_then(|s| s.local_addr().ok())
-            .map(|a| a.port())
-            .unwrap_or_default()
-            .to_string();
+            .config
+            .listening_port
+            .or_else(|| {
+                let socket = self.socket.as_ref()?;
+                Some(socket.local_addr().ok()?.port())
+            })
+            .unwrap_or_default();
+        self.config.listening_port = Some(port);
+        let port = port.to_string();
         self.expect_ok(
             &mut replies,
             "REPLCONF listening-port",
@@ -351,6 +358,11 @@ impl Session {
             addr: self.addr.clone(),
             source,
         }
+    }
+
+    /// The port this session announced with `REPLCONF listening-port`.
+    pub fn listening_port(&self) -> Option<u16> {
+        self.config.listening_port
     }
 
     /// The master's address, `host:port`.

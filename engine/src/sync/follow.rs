@@ -173,9 +173,24 @@ impl ShardSync {
                         }
                         let _permit = self.host.acquire().await.expect("never closed");
                         self.progress.set_phase(Phase::Transfer);
-                        self.load_snapshot(&mut session, true).await?;
-                    } else {
-                        self.load_snapshot(&mut session, false).await?;
+                    }
+                    match self.load_snapshot(&mut session, load).await {
+                        Ok(_) => {}
+                        Err(SyncError::Session { source, .. }) => {
+                            // The source dropped the transfer (FLUSHALL kills the fork that
+                            // streams it, a failover, a restart): take a new snapshot.
+                            failures += 1;
+                            if failures > MAX_SOURCE_FAILURES {
+                                return Err(self.session_error(source));
+                            }
+                            tracing::warn!(shard = %shard, node = %node, error = %source, "snapshot transfer broken; taking a new snapshot");
+                            position = None;
+                            stale = stale || load;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            node = self.current_master().await.unwrap_or(node);
+                            continue;
+                        }
+                        Err(e) => return Err(e),
                     }
                     let everywhere =
                         vec![(ReplOffset::default(), 0); self.target.topology.shards.len()];

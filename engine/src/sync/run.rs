@@ -160,6 +160,8 @@ pub struct ShardProgress {
     pub(super) resumes: AtomicU64,
     /// Bytes received from the source and not yet consumed, in memory and on disk.
     pub(super) spool: Arc<SpoolGauge>,
+    /// The port announced to the source (`REPLCONF listening-port`), kept across reconnects.
+    pub(super) listening_port: std::sync::atomic::AtomicU16,
 }
 
 impl ShardProgress {
@@ -177,6 +179,7 @@ impl ShardProgress {
             full_resyncs: AtomicU64::new(0),
             resumes: AtomicU64::new(0),
             spool: Arc::default(),
+            listening_port: std::sync::atomic::AtomicU16::new(0),
         }
     }
 
@@ -462,7 +465,13 @@ impl ShardSync {
         config.handshake_timeout = self.options.timeout;
         config.spool = self.options.spool.clone();
         config.spool_gauge = self.progress.spool.clone();
-        Session::connect(config, from).await
+        let announced = self.progress.listening_port.load(Ordering::Relaxed);
+        config.listening_port = (announced != 0).then_some(announced);
+        let session = Session::connect(config, from).await?;
+        if let Some(port) = session.listening_port() {
+            self.progress.listening_port.store(port, Ordering::Relaxed);
+        }
+        Ok(session)
     }
 
     /// `--mode full`: the snapshot, then done.

@@ -1,0 +1,123 @@
+//! `ferry chaos list | run NAME... | run --all`: the scenario catalogue, each run against
+//! local clusters with `ferry sync` as a child process and judged by the verifier.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use ferry_chaos::report::{render, Format};
+use ferry_chaos::{catalogue, describe, RunConfig};
+
+#[derive(Args)]
+pub struct ChaosArgs {
+    #[command(subcommand)]
+    command: ChaosCommand,
+}
+
+#[derive(Subcommand)]
+enum ChaosCommand {
+    /// Every scenario: name, expected verdict, what happens.
+    List,
+    /// Run scenarios by name, or all of them.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Scenario names (see `ferry chaos list`).
+    names: Vec<String>,
+    /// Run every scenario of the catalogue.
+    #[arg(long)]
+    all: bool,
+    /// Write the results to this file: Markdown (.md), JSON (.json) or JUnit XML (.xml).
+    #[arg(long, value_name = "FILE")]
+    report: Option<std::path::PathBuf>,
+    /// Seed of the datasets and workloads.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Directory for the engine logs of each scenario.
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<std::path::PathBuf>,
+}
+
+/// Exit code when a scenario did not reach its expected verdict.
+const EXIT_FAILED: u8 = 1;
+
+pub fn run(args: ChaosArgs) -> Result<ExitCode> {
+    match args.command {
+        ChaosCommand::List => {
+            for s in catalogue::all() {
+                println!("{:<40} {:<45} {}", s.name, describe(&s.expect), s.about);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ChaosCommand::Run(args) => run_scenarios(args),
+    }
+}
+
+fn run_scenarios(args: RunArgs) -> Result<ExitCode> {
+    let scenarios = if args.all {
+        catalogue::all()
+    } else {
+        if args.names.is_empty() {
+            bail!("name scenarios to run, or pass --all (`ferry chaos list` shows them)");
+        }
+        args.names
+            .iter()
+            .map(|n| {
+                catalogue::find(n)
+                    .with_context(|| format!("no scenario {n:?} (`ferry chaos list` shows them)"))
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
+    let format = match &args.report {
+        Some(path) => Some(
+            Format::parse(&path.to_string_lossy())
+                .with_context(|| format!("--report {}: use .md, .json or .xml", path.display()))?,
+        ),
+        None => None,
+    };
+    let config = RunConfig {
+        ferry: std::env::current_exe().context("finding the ferry binary")?,
+        log_dir: args
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("ferry-chaos")),
+        seed: args.seed,
+    };
+    let mut reports = Vec::new();
+    for scenario in &scenarios {
+        eprintln!("running {} ...", scenario.name);
+        let report = ferry_chaos::run(scenario, &config);
+        println!(
+            "{:<4} {:<40} {:>6.1} s  expected {}; got {}{}",
+            if report.passed { "pass" } else { "FAIL" },
+            report.name,
+            report.duration_s,
+            report.expected,
+            report.verdict,
+            report
+                .error
+                .as_deref()
+                .map(|e| format!(" ({})", e.lines().next().unwrap_or_default()))
+                .unwrap_or_default()
+        );
+        reports.push(report);
+    }
+    if let (Some(path), Some(format)) = (&args.report, format) {
+        std::fs::write(path, render(&reports, format))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let failed = reports.iter().filter(|r| !r.passed).count();
+    println!(
+        "{} of {} scenarios passed (engine logs in {})",
+        reports.len() - failed,
+        reports.len(),
+        config.log_dir.display()
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
+}
