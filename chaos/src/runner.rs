@@ -262,7 +262,7 @@ fn run_inner(
                 let outcome = fault.apply(&source)?;
                 if matches!(
                     outcome.effect,
-                    Effect::Killed { .. } | Effect::FailedOver { .. }
+                    Effect::Killed { .. } | Effect::Promoted { .. }
                 ) {
                     dead_source.push(outcome.node.clone());
                 }
@@ -277,7 +277,7 @@ fn run_inner(
                 let outcome = fault.apply(&target)?;
                 if matches!(
                     outcome.effect,
-                    Effect::Killed { .. } | Effect::FailedOver { .. }
+                    Effect::Killed { .. } | Effect::Promoted { .. }
                 ) {
                     dead_target.push(outcome.node.clone());
                 }
