@@ -366,6 +366,8 @@ fn run_inner(
         ferry_verifier::Endpoint::parse("target", &run.target_url)?,
     );
     let verdict = ferry_verifier::verify(&verifier)?;
+    let details = config.log_dir.join(format!("{}.verify.json", scenario.name));
+    let _ = std::fs::write(&details, verdict.render(ferry_verifier::Format::Json));
     for d in &verdict.differences {
         *report
             .differences
