@@ -83,6 +83,14 @@ pub enum ApplyError {
     Link { attempts: u32, source: LinkError },
     #[error("refreshing the target topology: {0}")]
     Discover(#[from] DiscoverError),
+    /// A target master's checkpoint is behind what it acknowledged (a failover lost its last
+    /// writes): the stream must be read again from the checkpoint.
+    #[error("target master {node} lost acknowledged writes (checkpoint {found}, expected {expected}); resuming from its checkpoint")]
+    CheckpointBehind {
+        node: String,
+        found: String,
+        expected: String,
+    },
 }
 
 /// Counters of what an [`Applier`] did.

@@ -17,6 +17,7 @@ use super::checkpoint::{heartbeat_key, Checkpoint, ShardId};
 use super::run::{Phase, ShardReport, ShardSync, SyncError, SyncMode};
 use super::stream::{Routed, StreamRouter};
 use super::writer::StreamApplier;
+use crate::apply::ApplyError;
 use crate::deployment::{parse_info, Deployment};
 use crate::link::Link;
 use crate::replica::{PsyncFrom, ReplId, ReplOffset, Session, SessionError, SessionEvent};
@@ -30,7 +31,22 @@ const MAX_SOURCE_FAILURES: u32 = 60;
 enum Stop {
     /// The source link broke: reconnect and continue.
     Source(SessionError),
+    /// A target master's checkpoint went back (a failover lost acknowledged writes): resume
+    /// every master from its checkpoint.
+    Rewind(String),
     Fatal(SyncError),
+}
+
+impl Stop {
+    fn from_apply(error: SyncError) -> Self {
+        match error {
+            SyncError::Apply {
+                source: e @ ApplyError::CheckpointBehind { .. },
+                ..
+            } => Stop::Rewind(e.to_string()),
+            other => Stop::Fatal(other),
+        }
+    }
 }
 
 /// Where a shard resumes: history and, per target master, applied offset and selected db.
@@ -221,6 +237,27 @@ impl ShardSync {
             self.record(&applier, &mut session);
             match self.stream(&mut session, &mut router, &mut applier).await {
                 Stop::Fatal(e) => return Err(e),
+                Stop::Rewind(why) => {
+                    tracing::warn!(shard = %shard, %why, "reading the stream again from the target's checkpoints");
+                    drop(session);
+                    let found = applier
+                        .read_checkpoints()
+                        .await
+                        .map_err(|e| self.apply_error(e))?;
+                    position = Position::from_checkpoints(&found);
+                    match &position {
+                        Some(p) => {
+                            let (offset, db) = p.lowest();
+                            tracing::info!(shard = %shard, replid = %p.replid, %offset, "resuming from the lowest checkpoint");
+                            applier.start(p.replid, &p.offsets);
+                            router.set_selected_db(db);
+                        }
+                        None => {
+                            tracing::warn!(shard = %shard, "checkpoints incomplete; the shard is loaded again")
+                        }
+                    }
+                    self.progress.set_phase(Phase::Connecting);
+                }
                 Stop::Source(e) => {
                     tracing::warn!(shard = %shard, node = %node, error = %e, replid = %applier.replid(), offset = %applier.applied(), "source link lost; resuming");
                     position = Some(Position {
@@ -253,13 +290,13 @@ impl ShardSync {
                     Ok(None) => break,
                     Err(e) => {
                         if let Err(e) = applier.flush(safe.0, safe.1).await {
-                            return Stop::Fatal(self.apply_error(e));
+                            return Stop::from_apply(self.apply_error(e));
                         }
                         return Stop::Source(e);
                     }
                 };
                 if let Err(e) = self.handle(event, router, applier, &mut safe).await {
-                    return Stop::Fatal(e);
+                    return Stop::from_apply(e);
                 }
                 if applier.pending() >= self.options.stream_batch && !router.in_transaction() {
                     break;
@@ -267,7 +304,7 @@ impl ShardSync {
                 next = session.try_next_event().await;
             }
             if let Err(e) = applier.flush(safe.0, safe.1).await {
-                return Stop::Fatal(self.apply_error(e));
+                return Stop::from_apply(self.apply_error(e));
             }
             self.record(applier, session);
         }

@@ -168,24 +168,59 @@ impl StreamApplier {
             .unwrap_or_default()
     }
 
-    /// Reads this shard's checkpoint on every target master (`None` where there is none).
+    /// Reads this shard's checkpoint on every target master (`None` where there is none),
+    /// following a master that moved (a failover) and waiting out one that does not answer.
     pub async fn read_checkpoints(&mut self) -> Result<Vec<Option<Checkpoint>>, ApplyError> {
+        let field = self.shard.as_str().to_string();
         let mut found = Vec::new();
-        for i in 0..self.writers.len() {
-            let key = self.writers[i].key.clone();
-            let field = self.shard.as_str().to_string();
-            let link = self.link(i).await?;
-            let reply = link
-                .call(&[&b"HGET"[..], &key, field.as_bytes()])
-                .await
-                .map_err(|source| ApplyError::Link {
-                    attempts: 1,
-                    source,
-                })?;
-            found.push(match reply {
-                Frame::Bulk(Some(value)) => Checkpoint::parse(&value),
-                _ => None,
-            });
+        for writer in &mut self.writers {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let reply = match writer.link.as_mut() {
+                    Some(link) => {
+                        link.call(&[&b"HGET"[..], &writer.key, field.as_bytes()])
+                            .await
+                    }
+                    None => match open(&self.target, &writer.addr, &self.config).await {
+                        Ok(link) => {
+                            writer.link = Some(link);
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
+                match reply {
+                    Ok(Frame::Bulk(Some(value))) => {
+                        found.push(Checkpoint::parse(&value));
+                        break;
+                    }
+                    Ok(Frame::Error(e)) if !is_transient(&String::from_utf8_lossy(&e)) => {
+                        return Err(ApplyError::Rejected {
+                            key: printable(&writer.key),
+                            command: "HGET".into(),
+                            reply: String::from_utf8_lossy(&e).into_owned(),
+                        });
+                    }
+                    Ok(Frame::Error(_)) | Err(_) if attempts <= self.config.max_link_failures => {
+                        writer.link = None;
+                        tokio::time::sleep(self.config.max_backoff).await;
+                        writer.relocate(&self.target, &self.config).await;
+                    }
+                    Err(source) => return Err(ApplyError::Link { attempts, source }),
+                    Ok(Frame::Error(e)) => {
+                        return Err(ApplyError::Rejected {
+                            key: printable(&writer.key),
+                            command: "HGET".into(),
+                            reply: String::from_utf8_lossy(&e).into_owned(),
+                        })
+                    }
+                    Ok(_) => {
+                        found.push(None);
+                        break;
+                    }
+                }
+            }
         }
         Ok(found)
     }
@@ -459,18 +494,14 @@ impl NodeWriter {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(context.config.max_backoff);
             if recovering {
-                self.relocate(context).await;
+                self.relocate(&context.target, &context.config).await;
             }
         }
     }
 
     /// Finds the master that owns this writer's slots now (after a failover).
-    async fn relocate(&mut self, context: &Context) {
-        let Ok(fresh) = context
-            .target
-            .rediscover(context.config.connect_timeout)
-            .await
-        else {
+    async fn relocate(&mut self, target: &Deployment, config: &ApplyConfig) {
+        let Ok(fresh) = target.rediscover(config.connect_timeout).await else {
             return;
         };
         if let Some(shard) = fresh.topology.owner(self.first_slot) {
@@ -501,13 +532,28 @@ impl NodeWriter {
                 .call(&[&b"HGET"[..], &self.key, &context.field])
                 .await
                 .map_err(Failure::Link)?;
-            if let Frame::Bulk(Some(value)) = reply {
-                if let Some(Checkpoint::Applied { replid, offset, .. }) = Checkpoint::parse(&value)
+            let found = match reply {
+                Frame::Bulk(Some(value)) => Checkpoint::parse(&value),
+                _ => None,
+            };
+            match found {
+                Some(Checkpoint::Applied { replid, offset, .. })
+                    if replid == context.replid && offset >= end =>
                 {
-                    if replid == context.replid && offset >= end {
-                        return Ok(());
-                    }
+                    return Ok(());
                 }
+                Some(Checkpoint::Applied { replid, offset, .. })
+                    if replid == context.replid && offset >= self.applied => {}
+                // Behind what this master acknowledged before: a failover lost writes that
+                // are no longer queued here. The stream must be read again from there.
+                other if !self.fresh => {
+                    return Err(Failure::Fatal(ApplyError::CheckpointBehind {
+                        node: self.addr.to_string(),
+                        found: other.map(|c| c.encode()).unwrap_or_else(|| "none".into()),
+                        expected: format!("{} {}", context.replid, self.applied),
+                    }));
+                }
+                _ => {}
             }
         }
         let value = Checkpoint::Applied {
