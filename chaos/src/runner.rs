@@ -346,7 +346,8 @@ fn run_inner(
     std::thread::sleep(Duration::from_millis(300));
     run.wait(&mut engine, "caught up", |s| s.caught_up)?;
     run.event("caught up");
-    run.retire(&mut engine);
+    // The engine keeps running while the verifier reads: keys that expire on the source now
+    // reach the target as the source's DELs, and the verifier's rechecks see them land.
     for (deployment, dead) in [(&source, &dead_source), (&target, &dead_target)] {
         for addr in dead {
             if let Some(node) = deployment.node(addr) {
@@ -365,7 +366,9 @@ fn run_inner(
         ferry_verifier::Endpoint::parse("source", &run.source_url)?,
         ferry_verifier::Endpoint::parse("target", &run.target_url)?,
     );
-    let verdict = ferry_verifier::verify(&verifier)?;
+    let verdict = ferry_verifier::verify(&verifier);
+    run.retire(&mut engine);
+    let verdict = verdict?;
     let details = config.log_dir.join(format!("{}.verify.json", scenario.name));
     let _ = std::fs::write(&details, verdict.render(ferry_verifier::Format::Json));
     for d in &verdict.differences {
