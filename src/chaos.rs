@@ -38,6 +38,10 @@ struct RunArgs {
     /// Directory for the engine logs of each scenario.
     #[arg(long, value_name = "DIR")]
     log_dir: Option<std::path::PathBuf>,
+    /// An extra `ferry sync` argument for every scenario (repeatable), e.g.
+    /// `--sync-arg=--apply --sync-arg=at-least-once` to see which scenarios that breaks.
+    #[arg(long = "sync-arg", value_name = "ARG", allow_hyphen_values = true)]
+    sync_args: Vec<String>,
 }
 
 /// Exit code when a scenario did not reach its expected verdict.
@@ -56,7 +60,7 @@ pub fn run(args: ChaosArgs) -> Result<ExitCode> {
 }
 
 fn run_scenarios(args: RunArgs) -> Result<ExitCode> {
-    let scenarios = if args.all {
+    let mut scenarios = if args.all {
         catalogue::all()
     } else {
         if args.names.is_empty() {
@@ -70,6 +74,9 @@ fn run_scenarios(args: RunArgs) -> Result<ExitCode> {
             })
             .collect::<Result<Vec<_>>>()?
     };
+    for scenario in &mut scenarios {
+        scenario.sync_args.extend(args.sync_args.iter().cloned());
+    }
     let format = match &args.report {
         Some(path) => Some(
             Format::parse(&path.to_string_lossy())

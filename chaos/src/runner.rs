@@ -408,9 +408,12 @@ fn run_inner(
     report.passed = match &scenario.expect {
         // A key read just as it expired on one side is the verifier's timing, not the
         // copy's: it names the cause, and only such differences still count as exact.
-        Expect::Exact => verdict.differences.iter().all(|d| {
-            matches!(d.cause, Some(ferry_verifier::Cause::ExpiredInFlight { .. }))
-        }),
+        Expect::Exact => {
+            verdict.counts.differences_not_kept == 0
+                && verdict.differences.iter().all(|d| {
+                    matches!(d.cause, Some(ferry_verifier::Cause::ExpiredInFlight { .. }))
+                })
+        }
         Expect::Divergence { kind, cause } => {
             report.differences.contains_key(kind)
                 && cause.as_ref().is_none_or(|c| report.causes.contains_key(c))

@@ -1,0 +1,55 @@
+//! `ferry chaos` as CI runs it: the whole catalogue at small scale must reach every expected
+//! verdict, and a deliberately weakened engine (`--apply at-least-once`) must turn a scenario
+//! red, which shows the catalogue can fail.
+
+use std::process::Command;
+
+fn ferry(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .output()
+        .expect("running ferry");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn the_whole_catalogue_reaches_its_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("chaos.xml");
+    let (code, text) = ferry(&[
+        "chaos",
+        "run",
+        "--all",
+        "--report",
+        report.to_str().unwrap(),
+        "--log-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let junit = std::fs::read_to_string(&report).unwrap_or_default();
+    assert_eq!(code, Some(0), "{text}\n{junit}");
+    let listed = ferry(&["chaos", "list"]).1.lines().count();
+    assert!(listed >= 15, "{listed} scenarios");
+    assert!(junit.contains(&format!("tests=\"{listed}\" failures=\"0\"")), "{junit}");
+}
+
+#[test]
+fn a_weakened_engine_turns_the_sigkill_scenario_red() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, text) = ferry(&[
+        "chaos",
+        "run",
+        "sigkill-engine-repeatedly",
+        "--sync-arg=--apply",
+        "--sync-arg=at-least-once",
+        "--log-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("FAIL sigkill-engine-repeatedly"), "{text}");
+    assert!(text.contains("value"), "the replayed pushes show as value differences: {text}");
+}
