@@ -262,6 +262,22 @@ pub fn all() -> Vec<Scenario> {
     list.push(s);
 
     let mut s = scenario(
+        "source-slot-migration-while-streaming",
+        "A slot moves between source masters while streaming: the engine stops with an error naming the slot rather than apply the moved keys out of order.",
+        Expect::Stopped {
+            message: "source slot 100".into(),
+        },
+    );
+    s.steps = vec![Step::new(
+        When::Streaming,
+        source(Fault::MigrateSlot {
+            node: master(1),
+            slot: 100,
+        }),
+    )];
+    list.push(s);
+
+    let mut s = scenario(
         "control-at-least-once-sigkill",
         "Control: --apply at-least-once with engine SIGKILLs under unique pushes replays writes, and the verifier finds the duplicated list tails.",
         Expect::Divergence {

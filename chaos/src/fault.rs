@@ -107,6 +107,10 @@ pub enum Fault {
         bytes: u64,
         policy: MaxmemoryPolicy,
     },
+    /// Moves `slot` from the master serving it to the master `node` names, as `redis-cli
+    /// --cluster reshard` does: `SETSLOT IMPORTING`/`MIGRATING`, `MIGRATE` of its keys,
+    /// then `SETSLOT NODE` on every master.
+    MigrateSlot { node: NodeSelector, slot: u16 },
 }
 
 fn yes() -> bool {
@@ -219,7 +223,8 @@ impl Fault {
             | Fault::ForceFullResync { node, .. }
             | Fault::FlushAll { node, .. }
             | Fault::FlushDb { node, .. }
-            | Fault::SetMaxmemory { node, .. } => node,
+            | Fault::SetMaxmemory { node, .. }
+            | Fault::MigrateSlot { node, .. } => node,
         }
     }
 
@@ -330,6 +335,7 @@ impl Fault {
                     keys_before,
                 }
             }
+            Fault::MigrateSlot { slot, .. } => migrate_slot(deployment, &addr, *slot)?,
             Fault::SetMaxmemory { bytes, policy, .. } => {
                 let previous_bytes: u64 = config_get(&addr, "maxmemory")?;
                 let previous_policy: MaxmemoryPolicy = config_get(&addr, "maxmemory-policy")?;
@@ -615,8 +621,81 @@ impl fmt::Display for Fault {
                 bytes,
                 policy,
             } => write!(f, "maxmemory {bytes} {policy} on {node}"),
+            Fault::MigrateSlot { node, slot } => write!(f, "migrate slot {slot} to {node}"),
         }
     }
+}
+
+/// Moves `slot` to the master at `to`; returns what moved.
+fn migrate_slot(
+    deployment: &dyn Deployment,
+    to: &NodeAddr,
+    slot: u16,
+) -> Result<Effect, ChaosError> {
+    let fault = format!("migrate slot {slot}");
+    if !deployment.is_cluster() {
+        return Err(ChaosError::NeedsCluster { fault });
+    }
+    let topology = deployment.topology()?;
+    let from = topology
+        .shard_for_slot(Slot::new(slot)?)
+        .map(|s| s.master.clone())
+        .ok_or_else(|| ChaosError::Reply {
+            addr: to.clone(),
+            command: "CLUSTER NODES".into(),
+            detail: format!("no master serves slot {slot}"),
+        })?;
+    let id = |addr: &NodeAddr| -> Result<String, ChaosError> {
+        conn::query(addr, redis::cmd("CLUSTER").arg("MYID")).map_err(ChaosError::from)
+    };
+    let (from_id, to_id) = (id(&from)?, id(to)?);
+    let setslot = |addr: &NodeAddr, state: &str, node: &str| -> Result<(), ChaosError> {
+        let _: () = conn::query(
+            addr,
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(state)
+                .arg(node),
+        )?;
+        Ok(())
+    };
+    setslot(to, "IMPORTING", &from_id)?;
+    setslot(&from, "MIGRATING", &to_id)?;
+    let mut moved = 0u64;
+    loop {
+        let keys: Vec<Vec<u8>> = conn::query(
+            &from,
+            redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100),
+        )?;
+        if keys.is_empty() {
+            break;
+        }
+        moved += keys.len() as u64;
+        let mut migrate = redis::cmd("MIGRATE");
+        migrate
+            .arg(&to.host)
+            .arg(to.port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("REPLACE")
+            .arg("KEYS")
+            .arg(keys);
+        let _: () = conn::query(&from, &migrate)?;
+    }
+    for master in topology.masters() {
+        setslot(&master, "NODE", &to_id)?;
+    }
+    Ok(Effect::SlotMigrated {
+        slot,
+        from,
+        to: to.clone(),
+        keys: moved,
+    })
 }
 
 #[cfg(test)]
@@ -686,6 +765,10 @@ mod tests {
                 node: addr,
                 bytes: 10 << 20,
                 policy: MaxmemoryPolicy::AllkeysLru,
+            },
+            Fault::MigrateSlot {
+                node: NodeSelector::Master(1),
+                slot: 42,
             },
         ]
     }

@@ -65,6 +65,13 @@ pub enum Effect {
         previous_bytes: u64,
         previous_policy: MaxmemoryPolicy,
     },
+    /// `slot` and its `keys` keys moved from one master to another.
+    SlotMigrated {
+        slot: u16,
+        from: NodeAddr,
+        to: NodeAddr,
+        keys: u64,
+    },
 }
 
 impl fmt::Display for Effect {
@@ -137,6 +144,15 @@ impl fmt::Display for Effect {
                 previous_bytes,
                 previous_policy,
             } => write!(f, "replaced maxmemory {previous_bytes} {previous_policy}"),
+            Effect::SlotMigrated {
+                slot,
+                from,
+                to,
+                keys,
+            } => write!(
+                f,
+                "slot {slot} moved from {from} to {to} with {keys} key(s)"
+            ),
         }
     }
 }

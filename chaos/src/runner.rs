@@ -329,6 +329,34 @@ fn run_inner(
         }
     }
 
+    if let Expect::Stopped { message } = &scenario.expect {
+        let engine = engine
+            .as_mut()
+            .ok_or_else(|| ChaosError::Engine("no engine runs".into()))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while engine.exited().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let said = engine.tail(40);
+        let code = engine.exited();
+        let last = said
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_default()
+            .to_string();
+        report.verdict = match code {
+            Some(code) => format!("ferry sync exited {code}: {last}"),
+            None => "ferry sync kept running".into(),
+        };
+        report.passed = code == Some(2) && said.contains(message.as_str());
+        if let Some(writes) = writes {
+            let _ = writes.stop();
+        }
+        run.event(format!("engine stopped: {last}"));
+        report.events = run.events;
+        return Ok(());
+    }
     if let Some(writes) = writes {
         let sent = writes.join()?;
         run.event(format!(
@@ -369,7 +397,9 @@ fn run_inner(
     let verdict = ferry_verifier::verify(&verifier);
     run.retire(&mut engine);
     let verdict = verdict?;
-    let details = config.log_dir.join(format!("{}.verify.json", scenario.name));
+    let details = config
+        .log_dir
+        .join(format!("{}.verify.json", scenario.name));
     let _ = std::fs::write(&details, verdict.render(ferry_verifier::Format::Json));
     for d in &verdict.differences {
         *report
@@ -410,15 +440,16 @@ fn run_inner(
         // copy's: it names the cause, and only such differences still count as exact.
         Expect::Exact => {
             verdict.counts.differences_not_kept == 0
-                && verdict.differences.iter().all(|d| {
-                    matches!(d.cause, Some(ferry_verifier::Cause::ExpiredInFlight { .. }))
-                })
+                && verdict
+                    .differences
+                    .iter()
+                    .all(|d| matches!(d.cause, Some(ferry_verifier::Cause::ExpiredInFlight { .. })))
         }
         Expect::Divergence { kind, cause } => {
             report.differences.contains_key(kind)
                 && cause.as_ref().is_none_or(|c| report.causes.contains_key(c))
         }
-        Expect::Refused { .. } => false,
+        Expect::Refused { .. } | Expect::Stopped { .. } => false,
     };
     report.full_resyncs = run.resyncs;
     report.resumes = run.resumes;
@@ -444,5 +475,6 @@ pub fn describe(expect: &Expect) -> String {
         }
         Expect::Divergence { kind, cause: None } => format!("{kind} differences"),
         Expect::Refused { item } => format!("refused by precheck {item}"),
+        Expect::Stopped { message } => format!("stopped with \"{message}\""),
     }
 }

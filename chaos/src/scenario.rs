@@ -114,6 +114,8 @@ pub enum Expect {
     Divergence { kind: String, cause: Option<String> },
     /// The engine refuses to start: this precheck item fails.
     Refused { item: String },
+    /// The engine stops on its own with an error that says this (never a silent divergence).
+    Stopped { message: String },
 }
 
 impl Step {

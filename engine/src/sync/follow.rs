@@ -307,6 +307,9 @@ impl ShardSync {
                 return Stop::from_apply(self.apply_error(e));
             }
             self.record(applier, session);
+            if let Some(why) = self.progress.halt.lock().expect("halt lock").clone() {
+                return Stop::Fatal(self.protocol(why));
+            }
         }
     }
 
@@ -489,6 +492,14 @@ async fn heartbeat(
         if let Some(offset) = info.get("master_repl_offset").and_then(|o| o.parse().ok()) {
             progress.source_offset.store(offset, Ordering::Relaxed);
         }
+        if source.topology.cluster {
+            if let Ok(Frame::Bulk(Some(nodes))) = l.call(&["CLUSTER", "NODES"]).await {
+                if let Some(why) = slots_moving(&String::from_utf8_lossy(&nodes), &shard) {
+                    tracing::error!(shard = %shard.master, %why, "stopping the shard");
+                    *progress.halt.lock().expect("halt lock") = Some(why);
+                }
+            }
+        }
         if write {
             let now = now_ms().to_string();
             let reply = l
@@ -506,9 +517,91 @@ async fn heartbeat(
     }
 }
 
+/// Why the shard must stop, when the source master's `CLUSTER NODES` line shows its slots
+/// migrating, importing, or no longer the ones the sync started with: keys moved between
+/// source shards arrive through two streams whose order ferry cannot know.
+fn slots_moving(nodes: &str, shard: &crate::route::Shard) -> Option<String> {
+    let line = nodes.lines().find(|l| {
+        l.split(' ')
+            .nth(2)
+            .is_some_and(|flags| flags.split(',').any(|f| f == "myself"))
+    })?;
+    let mut owned = Vec::new();
+    for field in line.split(' ').skip(8) {
+        if field.starts_with('[') {
+            let slot = field
+                .trim_start_matches('[')
+                .split('-')
+                .next()
+                .unwrap_or(field);
+            let direction = if field.contains("->-") {
+                "migrating"
+            } else {
+                "importing"
+            };
+            return Some(format!(
+                "source slot {slot} is {direction} on {} (a resharding of the source): ferry stops rather than apply the moved keys out of order; once the resharding is done, sync that slot range again (ferry verify --slots shows what differs)",
+                shard.master
+            ));
+        }
+        let (first, last) = match field.split_once('-') {
+            Some((a, b)) => (a.parse::<u16>().ok()?, b.parse::<u16>().ok()?),
+            None => {
+                let n = field.parse::<u16>().ok()?;
+                (n, n)
+            }
+        };
+        owned.push((first, last));
+    }
+    let mut expected: Vec<(u16, u16)> = shard
+        .slots
+        .iter()
+        .map(|r| (r.first.get(), r.last.get()))
+        .collect();
+    expected.sort_unstable();
+    owned.sort_unstable();
+    if owned == expected {
+        return None;
+    }
+    let set = |ranges: &[(u16, u16)]| -> std::collections::BTreeSet<u16> {
+        ranges.iter().flat_map(|&(a, b)| a..=b).collect()
+    };
+    let (now, then) = (set(&owned), set(&expected));
+    let moved: Vec<String> = now
+        .symmetric_difference(&then)
+        .take(5)
+        .map(|s| s.to_string())
+        .collect();
+    Some(format!(
+        "source slot {} moved to or from {} (a resharding of the source): ferry stops rather than apply the moved keys out of order; once the resharding is done, sync those slots again (ferry verify --slots shows what differs)",
+        moved.join(", "),
+        shard.master
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn moving_slots_are_named() {
+        let shard = crate::route::Shard {
+            master: NodeAddr::new("127.0.0.1", 7000),
+            replicas: Vec::new(),
+            slots: vec![crate::route::SlotRange::new(
+                Slot::new(0).unwrap(),
+                Slot::new(5460).unwrap(),
+            )],
+        };
+        let line = |slots: &str| {
+            format!("abc 127.0.0.1:7000@17000 myself,master - 0 0 1 connected {slots}\ndef 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-16383\n")
+        };
+        assert_eq!(slots_moving(&line("0-5460"), &shard), None);
+        let why = slots_moving(&line("0-5460 [42->-def]"), &shard).unwrap();
+        assert!(why.contains("slot 42 is migrating"), "{why}");
+        let why = slots_moving(&line("0-5459"), &shard).unwrap();
+        assert!(why.contains("source slot 5460 moved"), "{why}");
+    }
 
     fn replid(c: u8) -> ReplId {
         ReplId::parse(&[c; 40]).unwrap()

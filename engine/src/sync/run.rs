@@ -162,6 +162,8 @@ pub struct ShardProgress {
     pub(super) spool: Arc<SpoolGauge>,
     /// The port announced to the source (`REPLCONF listening-port`), kept across reconnects.
     pub(super) listening_port: std::sync::atomic::AtomicU16,
+    /// Set when the shard must stop (its source slots started moving), with why.
+    pub(super) halt: std::sync::Mutex<Option<String>>,
 }
 
 impl ShardProgress {
@@ -180,6 +182,7 @@ impl ShardProgress {
             resumes: AtomicU64::new(0),
             spool: Arc::default(),
             listening_port: std::sync::atomic::AtomicU16::new(0),
+            halt: std::sync::Mutex::new(None),
         }
     }
 
