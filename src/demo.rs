@@ -94,6 +94,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         let sync_started = Instant::now();
         let mut running = tokio::spawn(sync.run());
         let mut snapshot_done = false;
+        let mut was_caught_up = false;
         loop {
             tokio::select! {
                 outcome = &mut running => {
@@ -121,7 +122,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
                 writes.ops(),
                 if writing { "" } else { "  (workload done)" }
             );
-            if !writing && streaming && shards.iter().all(|s| s.caught_up()) {
+            // Twice in a row: the source offset behind `caught_up` is polled every 250 ms.
+            let caught_up = shards.iter().all(|s| s.caught_up());
+            let settled = caught_up && was_caught_up;
+            was_caught_up = caught_up && !writing;
+            if !writing && streaming && settled {
                 println!("caught up on every shard; stopping the sync");
                 running.abort();
                 return Ok(());

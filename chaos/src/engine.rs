@@ -129,7 +129,7 @@ impl Engine {
         what: &str,
         limit: Duration,
         mut watch: impl FnMut(&Status),
-        done: impl Fn(&Status) -> bool,
+        mut done: impl FnMut(&Status) -> bool,
     ) -> Result<Status, ChaosError> {
         let deadline = Instant::now() + limit;
         loop {

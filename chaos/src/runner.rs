@@ -93,7 +93,7 @@ impl Run<'_> {
         &mut self,
         engine: &mut Engine,
         what: &str,
-        done: impl Fn(&Status) -> bool,
+        done: impl FnMut(&Status) -> bool,
     ) -> Result<(), ChaosError> {
         let mut max_lag = self.max_lag_ms;
         let mut last = Status::default();
@@ -370,9 +370,16 @@ fn run_inner(
         None => run.start_engine()?,
     };
     // The source is quiet now: the engine must catch up and the copy must be judged.
-    run.wait(&mut engine, "caught up", |s| s.caught_up)?;
-    std::thread::sleep(Duration::from_millis(300));
-    run.wait(&mut engine, "caught up", |s| s.caught_up)?;
+    // Caught up for 600 ms in a row: the source offset is polled every 250 ms, so this
+    // spans polls taken after the last write.
+    let mut since: Option<Instant> = None;
+    run.wait(&mut engine, "caught up", |s| {
+        if !s.caught_up {
+            since = None;
+            return false;
+        }
+        since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_millis(600)
+    })?;
     run.event("caught up");
     // The engine keeps running while the verifier reads: keys that expire on the source now
     // reach the target as the source's DELs, and the verifier's rechecks see them land.

@@ -440,9 +440,9 @@ fn now_ms() -> u64 {
         .unwrap_or_default()
 }
 
-/// Every second: the source master's replication offset (for lag in bytes and `caught_up`),
-/// then a heartbeat key with the time in milliseconds (for lag in seconds), when enabled and
-/// the source accepts it.
+/// Every 250 ms the source master's replication offset (for lag in bytes and `caught_up`),
+/// every second a heartbeat key with the time in milliseconds (for lag in seconds), when
+/// enabled and the source accepts it. Resharding of the source stops the shard.
 async fn heartbeat(
     source: Deployment,
     shard: crate::route::Shard,
@@ -460,8 +460,12 @@ async fn heartbeat(
     let mut master = shard.master.clone();
     let mut link: Option<Link> = None;
     let mut write = write;
+    let mut tick = 0u64;
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The offset is polled four times a second (it decides `caught_up`), the heartbeat
+        // written once a second.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        tick += 1;
         if link.is_none() {
             let credentials = source.endpoint.credentials.as_ref();
             match Link::connect(&master.host, master.port, credentials, timeout).await {
@@ -500,7 +504,7 @@ async fn heartbeat(
                 }
             }
         }
-        if write {
+        if write && tick % 4 == 0 {
             let now = now_ms().to_string();
             let reply = l
                 .call(&[&b"SET"[..], &key, now.as_bytes(), b"PX", b"60000"])

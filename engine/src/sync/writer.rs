@@ -82,6 +82,9 @@ struct NodeWriter {
     applied_db: u32,
     /// The checkpoint must be written at the next flush even if `applied` reaches its end.
     fresh: bool,
+    /// A write of the current batch was refused after the batch was sent: the checkpoint
+    /// may say more than the data holds, so the batch is resent without consulting it.
+    suspect: bool,
     /// When the checkpoint was last written (at-least-once writes it at most every
     /// [`AT_LEAST_ONCE_CHECKPOINT`]).
     checkpointed: Instant,
@@ -127,6 +130,7 @@ impl StreamApplier {
                 applied: ReplOffset::default(),
                 applied_db: 0,
                 fresh: true,
+                suspect: false,
                 checkpointed: Instant::now(),
                 units: Vec::new(),
                 link: None,
@@ -233,6 +237,7 @@ impl StreamApplier {
             writer.applied = offset;
             writer.applied_db = db;
             writer.fresh = true;
+            writer.suspect = false;
             writer.units.clear();
         }
         self.pending = 0;
@@ -459,6 +464,7 @@ impl NodeWriter {
             let failure = match attempt {
                 Ok(()) => {
                     self.fresh = false;
+                    self.suspect = false;
                     self.applied = end;
                     self.applied_db = db;
                     self.units.clear();
@@ -527,7 +533,7 @@ impl NodeWriter {
             self.link = Some(link);
         }
         let link = self.link.as_mut().expect("connected");
-        if recovering {
+        if recovering && !self.suspect {
             let reply = link
                 .call(&[&b"HGET"[..], &self.key, &context.field])
                 .await
@@ -610,18 +616,37 @@ impl NodeWriter {
         let Some((text, what)) = first_error else {
             return Ok(());
         };
-        if context.mode == ApplyMode::ExactlyOnce {
-            // The checkpoint after the batch may have landed although a write did not: set
-            // it back, so that the batch (absolute writes only) is sent again whole.
-            let back = Checkpoint::Applied {
-                replid: context.replid,
-                offset: self.applied,
-                db: self.applied_db,
-            }
-            .encode();
-            link.call(&[&b"HSET"[..], &self.key, &context.field, back.as_bytes()])
+        // The checkpoint after the batch may have landed although a write did not (a DEL
+        // freed memory in between, a slot moved): set it back, so that a crash now replays
+        // the batch. Under OOM the HSET may be refused; HDEL never is (a missing checkpoint
+        // makes a restart reload the shard, which is exact). In this process the batch
+        // (absolute writes only) is sent again whole, whatever the checkpoint says.
+        self.suspect = true;
+        let back = Checkpoint::Applied {
+            replid: context.replid,
+            offset: self.applied,
+            db: self.applied_db,
+        }
+        .encode();
+        let reply = link
+            .call(&[&b"HSET"[..], &self.key, &context.field, back.as_bytes()])
+            .await
+            .map_err(Failure::Link)?;
+        if let Frame::Error(_) = reply {
+            let reply = link
+                .call(&[&b"HDEL"[..], &self.key, &context.field])
                 .await
                 .map_err(Failure::Link)?;
+            if let Frame::Error(e) = reply {
+                return Err(Failure::Fatal(ApplyError::Rejected {
+                    key: printable(&self.key),
+                    command: "HDEL".into(),
+                    reply: format!(
+                        "{} (resetting the checkpoint after a refused write: {text})",
+                        String::from_utf8_lossy(&e)
+                    ),
+                }));
+            }
         }
         Err(classify(text, what))
     }

@@ -39,19 +39,26 @@ impl Running {
         Running { task, progress }
     }
 
-    /// Waits until every shard is caught up; panics with the sync's error if it stopped.
+    /// Waits until every shard has stayed caught up for 600 ms (the source offset is polled
+    /// every 250 ms, so that spans fresh polls); panics with the sync's error if it stopped.
     async fn caught_up(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
+        let mut since: Option<Instant> = None;
         loop {
             if self.task.is_finished() {
                 let result = (&mut self.task).await.unwrap();
                 panic!("the sync stopped: {result:?}");
             }
             if self.progress.iter().all(|p| p.caught_up()) {
-                return;
+                let since = *since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_millis(600) {
+                    return;
+                }
+            } else {
+                since = None;
             }
             assert!(Instant::now() < deadline, "not caught up after {limit:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -615,6 +622,34 @@ async fn verbatim_script_replication_is_named_under_exactly_once_and_copied_at_l
     let mut sync = Running::start(&source, &target, options).await;
     eval(2);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    assert_exact(&source, &target).await;
+    sync.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_out_of_memory_waits_and_loses_nothing() {
+    let source = LocalCluster::builder().masters(3).start().unwrap();
+    let target = LocalCluster::builder().masters(2).start().unwrap();
+    Dataset::new(1).scale(5_000).load(&source).unwrap();
+    let mut sync = Running::start(&source, &target, options(SyncMode::FullIncr)).await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    let writes = Workload::new(1 ^ 0x5eed)
+        .key_space(500)
+        .rate(2_000)
+        .duration(Duration::from_secs(5))
+        .spawn(&source)
+        .unwrap();
+    let squeezed = &target.masters().unwrap()[0];
+    let set = |bytes: &str| {
+        let _: () = squeezed
+            .query(redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(bytes))
+            .unwrap();
+    };
+    set("1mb");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    set("0");
+    tokio::task::block_in_place(|| writes.join()).unwrap();
     sync.caught_up(Duration::from_secs(20)).await;
     assert_exact(&source, &target).await;
     sync.stop().await;
