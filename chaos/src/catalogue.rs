@@ -2,6 +2,7 @@
 //! production brings (or a control that must be caught) and the verdict it must reach.
 
 use crate::fault::{ClientType, Fault, MaxmemoryPolicy};
+use crate::proxy::{Conditions, ProxyFault};
 use crate::scenario::{Action, Expect, Load, Mix, Scenario, Shape, Step, When};
 use crate::selector::NodeSelector;
 
@@ -10,6 +11,7 @@ fn shape(masters: usize, replicas: usize) -> Shape {
         masters,
         replicas,
         config: Vec::new(),
+        proxy: false,
     }
 }
 
@@ -249,6 +251,64 @@ pub fn all() -> Vec<Scenario> {
     s.steps = vec![
         Step::new(When::Streaming, source(Fault::Pause { node: master(0) })),
         after(4.0, source(Fault::Resume { node: master(0) })),
+    ];
+    list.push(s);
+
+    let proxy = |source: bool, fault: ProxyFault| Action::Proxy { source, fault };
+    let set = |latency_ms, bytes_per_sec, blackhole| ProxyFault::Set {
+        conditions: Conditions {
+            latency_ms,
+            bytes_per_sec,
+            blackhole,
+        },
+    };
+
+    let mut s = scenario(
+        "slow-link-to-the-source",
+        "20 ms of latency and a 200 KB/s cap between the engine and a (standalone) source for 3 s: lag grows, then drains, exact.",
+        Expect::Exact,
+    );
+    s.source = Shape {
+        proxy: true,
+        ..shape(0, 0)
+    };
+    s.steps = vec![
+        Step::new(When::Streaming, proxy(true, set(20, 200_000, false))),
+        after(3.0, proxy(true, ProxyFault::Heal)),
+    ];
+    list.push(s);
+
+    let mut s = scenario(
+        "partition-from-the-source",
+        "A 10 s partition between the engine and the source: nothing flows, connections stay open; once healed the stream continues, exact.",
+        Expect::Exact,
+    );
+    s.source = Shape {
+        proxy: true,
+        ..shape(0, 0)
+    };
+    s.workload = load(2_000, 12.0, Mix::All);
+    s.steps = vec![
+        Step::new(When::Streaming, proxy(true, set(0, 0, true))),
+        after(10.0, proxy(true, ProxyFault::Heal)),
+    ];
+    list.push(s);
+
+    let mut s = scenario(
+        "partition-and-latency-to-a-target-node",
+        "10 ms of latency, then a 10 s partition, then a reset between the engine and a (standalone) target: writes wait, resume from the checkpoint, exact.",
+        Expect::Exact,
+    );
+    s.target = Shape {
+        proxy: true,
+        ..shape(0, 0)
+    };
+    s.workload = load(2_000, 14.0, Mix::All);
+    s.steps = vec![
+        Step::new(When::Streaming, proxy(false, set(10, 0, false))),
+        after(1.0, proxy(false, set(0, 0, true))),
+        after(10.0, proxy(false, ProxyFault::Heal)),
+        after(1.0, proxy(false, ProxyFault::Reset)),
     ];
     list.push(s);
 

@@ -30,12 +30,16 @@ pub struct Scenario {
 /// A deployment's shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shape {
+    /// 0: one standalone server (with `replicas` replicas).
     pub masters: usize,
     #[serde(default)]
     pub replicas: usize,
     /// Extra config lines for every node (`maxmemory-policy allkeys-lru`).
     #[serde(default)]
     pub config: Vec<String>,
+    /// The engine reaches this (standalone) deployment through a fault-injecting proxy.
+    #[serde(default)]
+    pub proxy: bool,
 }
 
 /// Live writes into the source while the scenario runs.
@@ -88,6 +92,12 @@ pub enum Action {
     StartEngine,
     /// Stop the workload now (the source goes quiet).
     StopWorkload,
+    /// Change the proxy between the engine and the source (`source: true`) or the target.
+    Proxy {
+        source: bool,
+        #[serde(flatten)]
+        fault: crate::proxy::ProxyFault,
+    },
     /// Run a Lua script on the source master owning the first key (controls that write
     /// behind replication's back).
     SourceScript { script: String, keys: Vec<String> },
