@@ -34,7 +34,10 @@ fn the_whole_catalogue_reaches_its_verdicts() {
     assert_eq!(code, Some(0), "{text}\n{junit}");
     let listed = ferry(&["chaos", "list"]).1.lines().count();
     assert!(listed >= 15, "{listed} scenarios");
-    assert!(junit.contains(&format!("tests=\"{listed}\" failures=\"0\"")), "{junit}");
+    assert!(
+        junit.contains(&format!("tests=\"{listed}\" failures=\"0\"")),
+        "{junit}"
+    );
 }
 
 #[test]
@@ -51,5 +54,8 @@ fn a_weakened_engine_turns_the_sigkill_scenario_red() {
     ]);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("FAIL sigkill-engine-repeatedly"), "{text}");
-    assert!(text.contains("value"), "the replayed pushes show as value differences: {text}");
+    assert!(
+        text.contains("value"),
+        "the replayed pushes show as value differences: {text}"
+    );
 }
