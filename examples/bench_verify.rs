@@ -1,25 +1,37 @@
 //! Verifier benchmark, measured in one run: `ferry verify` (full mode, release binary) over a
-//! 3-master source and an identical 3-master target: wall time, keys/s, CPU seconds and peak
-//! RSS; baseline: listing every key of both clusters with `redis-cli --scan` (no compare).
+//! 3-master source and an identical 3-master target: wall time, keys/s, CPU seconds, peak
+//! RSS, and the CPU seconds the six servers spent meanwhile (`INFO cpu`); baseline: listing
+//! every key of both clusters with `redis-cli --scan` (no compare). With RUNS above 1,
+//! verify and listing alternate RUNS times over the same clusters and the medians are
+//! printed (a shared machine makes single runs noisy; CPU seconds vary far less).
 //!
-//! Usage: bench_verify [KEYS]   (default 1000000; run by ci/bench-verify.sh)
+//! Usage: bench_verify [KEYS] [RUNS]   (default 1000000 keys, 1 run; run by
+//! ci/bench-verify.sh)
 
 mod measure;
 
 use std::process::Command;
 use std::time::Instant;
 
-use ferry_fixtures::{Dataset, Deployment, LocalCluster};
+use ferry_fixtures::{conn, Dataset, Deployment, LocalCluster};
 
 type Error = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), Error> {
-    let keys: u64 = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(1_000_000);
-    let ferry = std::env::var("FERRY_BIN").unwrap_or_else(|_| "target/release/ferry".into());
+    let arg = |n: usize, default: u64| -> Result<u64, Error> {
+        Ok(std::env::args()
+            .nth(n)
+            .map(|a| a.parse())
+            .transpose()?
+            .unwrap_or(default))
+    };
+    let keys = arg(1, 1_000_000)?;
+    let runs = arg(2, 1)?.max(1);
+    // The binary `cargo build --release` made: under $CARGO_TARGET_DIR when it is set.
+    let ferry = std::env::var("FERRY_BIN").unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+        format!("{target}/release/ferry")
+    });
     let source = LocalCluster::builder().masters(3).start()?;
     let target = LocalCluster::builder().masters(3).start()?;
     // The same seed and base time on both sides: identical data, expiries included.
@@ -27,38 +39,85 @@ fn main() -> Result<(), Error> {
     dataset.load(&source)?;
     dataset.load(&target)?;
 
-    let mut verify = Command::new(&ferry);
-    verify
-        .args(["verify", "--format", "json", "--source"])
-        .arg(source.nodes()[0].addr().url())
-        .arg("--target")
-        .arg(target.nodes()[0].addr().url());
-    let measured = measure::run(verify)?;
-
-    let started = Instant::now();
+    // CPU seconds every server of both clusters has used so far.
+    let servers_cpu = || -> Result<f64, Error> {
+        let mut seconds = 0.0;
+        for node in source.nodes().into_iter().chain(target.nodes()) {
+            let info = conn::info(&node.addr(), "cpu")?;
+            for field in ["used_cpu_sys", "used_cpu_user"] {
+                seconds += info
+                    .get(field)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+            }
+        }
+        Ok(seconds)
+    };
+    let mut verified = Vec::new();
+    let mut servers = Vec::new();
+    let mut listings = Vec::new();
     let mut listed = 0usize;
-    for deployment in [&source, &target] {
-        for master in deployment.masters()? {
-            let addr = master.addr();
-            let out = Command::new("redis-cli")
-                .args(["-h", &addr.host, "-p", &addr.port.to_string(), "--scan"])
-                .output()?;
-            listed += out
-                .stdout
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .count();
+    for _ in 0..runs {
+        let mut verify = Command::new(&ferry);
+        verify
+            .args(["verify", "--format", "json", "--source"])
+            .arg(source.nodes()[0].addr().url())
+            .arg("--target")
+            .arg(target.nodes()[0].addr().url());
+        let before = servers_cpu()?;
+        verified.push(measure::run(verify)?);
+        servers.push(servers_cpu()? - before);
+
+        let started = Instant::now();
+        listed = 0;
+        for deployment in [&source, &target] {
+            for master in deployment.masters()? {
+                let addr = master.addr();
+                let out = Command::new("redis-cli")
+                    .args(["-h", &addr.host, "-p", &addr.port.to_string(), "--scan"])
+                    .output()?;
+                listed += out
+                    .stdout
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .count();
+            }
+        }
+        listings.push(started.elapsed().as_secs_f64());
+    }
+    if runs > 1 {
+        for (n, ((m, listing), servers)) in verified.iter().zip(&listings).zip(&servers).enumerate()
+        {
+            println!(
+                "run {}: verify {:.2} s ({:.0} keys/s), {:.2} CPU s, servers {servers:.2} CPU s; \
+                 listing {listing:.2} s",
+                n + 1,
+                m.wall,
+                keys as f64 / m.wall,
+                m.cpu
+            );
         }
     }
-    let listing = started.elapsed().as_secs_f64();
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let wall = median(verified.iter().map(|m| m.wall).collect());
+    let cpu = median(verified.iter().map(|m| m.cpu).collect());
+    let rss = verified.iter().map(|m| m.peak_rss_mb).fold(0.0, f64::max);
+    let servers = median(servers);
+    let listing = median(listings);
+    let of = if runs > 1 {
+        format!(" (median of {runs})")
+    } else {
+        String::new()
+    };
     println!(
-        "ferry verify (full mode): {keys} keys in {:.2} s ({:.0} keys/s), {:.2} CPU s, peak RSS {:.0} MB",
-        measured.wall,
-        keys as f64 / measured.wall,
-        measured.cpu,
-        measured.peak_rss_mb
+        "ferry verify (full mode): {keys} keys in {wall:.2} s ({:.0} keys/s), {cpu:.2} CPU s, peak RSS {rss:.0} MB{of}",
+        keys as f64 / wall,
     );
-    println!("baseline redis-cli --scan of both clusters: {listed} names in {listing:.2} s");
-    println!("ratio verify / listing: {:.2}", measured.wall / listing);
+    println!("servers while verifying: {servers:.2} CPU s{of}");
+    println!("baseline redis-cli --scan of both clusters: {listed} names in {listing:.2} s{of}");
+    println!("ratio verify / listing: {:.2}", wall / listing);
     Ok(())
 }

@@ -139,7 +139,7 @@ fn per_slot(side: &Side, range: Option<SlotRange>) -> Result<Vec<u64>> {
             for slot in chunk {
                 pipe.cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(*slot);
             }
-            for (slot, reply) in chunk.iter().zip(link.pipeline(&mut pipe)?) {
+            for (slot, reply) in chunk.iter().zip(link.pipeline(&pipe)?) {
                 counts[usize::from(*slot)] = reply::int(&reply)
                     .ok_or_else(|| link.unexpected("CLUSTER COUNTKEYSINSLOT", &reply))?
                     .max(0) as u64;

@@ -7,12 +7,15 @@
 //! [`verify`] runs a whole comparison and returns a [`Report`]:
 //!
 //! 1. Both sides are discovered: cluster mode from `INFO cluster`, shards from
-//!    `CLUSTER NODES`, versions, eviction counters and clocks (`TIME`) from each master.
+//!    `CLUSTER NODES`, versions, eviction counters and clocks (`TIME`) from each master, and
+//!    whether the user may run `OBJECT ENCODING` and `DUMP` on the nodes read.
 //! 2. A census counts keys per slot (`CLUSTER COUNTKEYSINSLOT`) or per db (`INFO keyspace`).
-//! 3. One worker per source shard `SCAN`s it and compares every key with the target: `TYPE`,
-//!    the absolute expiry (`PEXPIRETIME`, or `TIME` + `PTTL` before 7.0), the length, and in
-//!    `full` mode the value. One worker per target shard `SCAN`s it for keys the source
-//!    lacks. Keys under `__ferry__:` (ferry's checkpoints) are never compared.
+//! 3. Each source shard is `SCAN`ned by one thread, and the batches it finds are compared
+//!    with the target by two others, each with its own connections: `TYPE`, the absolute
+//!    expiry (`PEXPIRETIME`, or `TIME` + `PTTL` before 7.0), the length, and in `full` mode
+//!    the value, in a few pipelines per batch written to both sides at once (see
+//!    `compare/mod.rs`). One worker per target shard `SCAN`s it for keys the source lacks.
+//!    Keys under `__ferry__:` (ferry's checkpoints) are never compared.
 //! 4. Differing keys are re-read over rounds: those equal by then are resolved, those that
 //!    changed in every round are reported as unstable (being written), not inconsistent.
 //! 5. Each remaining difference gets its likely cause where the evidence shows one.

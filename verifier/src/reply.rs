@@ -15,6 +15,26 @@ pub(crate) fn bytes(value: &Value) -> Option<Vec<u8>> {
     }
 }
 
+/// A bulk or simple string (or an integer, as text), taken out of the reply.
+pub(crate) fn into_bytes(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        other => bytes(&other),
+    }
+}
+
+/// A simple or bulk string reply as text, without copying it.
+pub(crate) fn str(value: &Value) -> Option<&str> {
+    match value {
+        Value::SimpleString(s) => Some(s),
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::VerbatimString { text, .. } => Some(text),
+        Value::Okay => Some("OK"),
+        _ => None,
+    }
+}
+
 /// A string reply as text.
 pub(crate) fn text(value: &Value) -> Option<String> {
     bytes(value).map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -54,6 +74,19 @@ pub(crate) fn pairs(value: Value) -> Option<Vec<(Value, Value)>> {
         out.push((k, v));
     }
     Some(out)
+}
+
+/// The items of an array reply as strings, each taken out of the reply.
+pub(crate) fn into_byte_items(value: Value) -> Option<Vec<Vec<u8>>> {
+    items(value)?.into_iter().map(into_bytes).collect()
+}
+
+/// `[k1, v1, k2, v2, ...]` (or a map) as pairs of strings, taken out of the reply.
+pub(crate) fn into_byte_pairs(value: Value) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    pairs(value)?
+        .into_iter()
+        .map(|(k, v)| Some((into_bytes(k)?, into_bytes(v)?)))
+        .collect()
 }
 
 /// The error text of an error reply.

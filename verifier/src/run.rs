@@ -1,10 +1,10 @@
 //! A whole verification: discover both sides, take the census, scan the source (comparing
-//! every key with the target) and the target (looking for keys the source lacks) in
-//! parallel, one worker per shard, then re-check the differing keys over rounds.
+//! every key with the target, several batches in flight per shard) and the target (looking
+//! for keys the source lacks) in parallel, then re-check the differing keys over rounds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 use ferry_engine::route::Slot;
@@ -22,7 +22,7 @@ use crate::report::{
     BreakdownRow, Clock, Counts, Report, Round, SampleEstimate, Scope, Unstable, Verdict,
     SCHEMA_VERSION,
 };
-use crate::side::{unix_ms, Side};
+use crate::side::{unix_ms, Link, Links, Side};
 use crate::throttle::Throttle;
 
 /// Compares the source and the target that `config` names and reports what differs.
@@ -144,7 +144,38 @@ fn shard_in_range(config: &Config, side: &Side, i: usize) -> bool {
             .any(|r| r.first <= range.last && range.first <= r.last)
 }
 
-/// Scans the source shard `i` and compares every key in scope with the target.
+/// Comparers per source shard: while one waits for the servers, another compares.
+const COMPARERS_PER_SHARD: usize = 2;
+
+/// The keys of one `SCAN` step.
+struct Batch {
+    db: u32,
+    /// The keys in scope.
+    keys: Vec<Vec<u8>>,
+    /// Keys the step returned.
+    scanned: u64,
+    /// `__ferry__:` keys among them.
+    reserved: Vec<Vec<u8>>,
+}
+
+impl Batch {
+    /// The keys of a step of shard `i`'s scan of `side`, sorted into those in scope and
+    /// ferry's own.
+    fn new(config: &Config, side: &Side, i: usize, db: u32, keys: Vec<Vec<u8>>) -> Self {
+        let scanned = keys.len() as u64;
+        let (keys, reserved) = select(config, side, i, keys);
+        Batch {
+            db,
+            keys,
+            scanned,
+            reserved,
+        }
+    }
+}
+
+/// Scans the source shard `i` and compares every key in scope with the target: one thread
+/// scans, [`COMPARERS_PER_SHARD`] compare the batches it finds, each with its own
+/// connections, so that several batches are in flight.
 fn scan_source(
     config: &Config,
     source: &Side,
@@ -157,23 +188,59 @@ fn scan_source(
     if !shard_in_range(config, source, i) {
         return Ok(());
     }
-    let mut cmp = Comparator::new(config, source, target);
+    let (batches, found) = mpsc::sync_channel::<Batch>(COMPARERS_PER_SHARD);
+    // The comparers own the receiving end: when they all stop (on an error), the scan stops.
+    let found = Arc::new(Mutex::new(found));
+    std::thread::scope(|scope| {
+        let comparers: Vec<_> = (0..COMPARERS_PER_SHARD)
+            .map(|_| {
+                let found = found.clone();
+                scope.spawn(move || {
+                    compare_batches(config, source, target, &found, collector, progress)
+                })
+            })
+            .collect();
+        drop(found);
+        let mut result = scan_batches(config, source, i, dbs, progress, batches);
+        for comparer in comparers {
+            let compared = comparer
+                .join()
+                .unwrap_or_else(|_| Err(VerifyError::Config("a comparer panicked".into())));
+            if result.is_ok() {
+                result = compared;
+            }
+        }
+        result
+    })
+}
+
+/// `SCAN`s the source shard `i` and hands the keys in scope to the comparers.
+fn scan_batches(
+    config: &Config,
+    source: &Side,
+    i: usize,
+    dbs: &[u32],
+    progress: &Progress,
+    batches: mpsc::SyncSender<Batch>,
+) -> Result<()> {
+    let mut links = Links::new(source);
     let node = source.shards[i].read.clone();
     for &db in dbs {
         let mut cursor = 0;
         loop {
-            let (next, keys) = scan(cmp.source().to(&node, db)?, cursor, config)?;
+            let link = links.to(&node, db)?;
+            let due = link.send(&scan_command(cursor, config))?;
+            let (next, keys) = scan_reply(link, due)?;
             progress
                 .source_scanned
                 .fetch_add(keys.len() as u64, Ordering::Relaxed);
-            let scanned = keys.len() as u64;
-            let (keys, reserved) = select(config, source, i, keys);
-            let outcomes = cmp.compare(db, &keys)?;
-            let mut c = collector.lock().unwrap_or_else(|e| e.into_inner());
-            c.counts.source_keys_scanned += scanned;
-            c.counts.reserved_ignored += reserved.len() as u64;
-            c.add(outcomes, true, progress);
-            drop(c);
+            if batches
+                .send(Batch::new(config, source, i, db, keys))
+                .is_err()
+            {
+                // Every comparer stopped: the first error is theirs to report.
+                return Ok(());
+            }
             if next == 0 {
                 break;
             }
@@ -183,7 +250,31 @@ fn scan_source(
     Ok(())
 }
 
+/// Compares the batches a source scan finds until it ends.
+fn compare_batches(
+    config: &Config,
+    source: &Side,
+    target: &Side,
+    found: &Mutex<mpsc::Receiver<Batch>>,
+    collector: &Mutex<Collector>,
+    progress: &Progress,
+) -> Result<()> {
+    let mut cmp = Comparator::new(config, source, target);
+    loop {
+        let batch = found.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(batch) = batch else {
+            return Ok(());
+        };
+        let outcomes = cmp.compare(batch.db, batch.keys)?;
+        let mut c = collector.lock().unwrap_or_else(|e| e.into_inner());
+        c.counts.source_keys_scanned += batch.scanned;
+        c.counts.reserved_ignored += batch.reserved.len() as u64;
+        c.add(outcomes, true, progress);
+    }
+}
+
 /// Scans the target shard `i` for keys in scope that the source lacks, and compares those.
+/// Each `SCAN` step runs while the source answers `EXISTS` for the keys of the step before.
 fn scan_target(
     config: &Config,
     source: &Side,
@@ -199,48 +290,74 @@ fn scan_target(
     let mut cmp = Comparator::new(config, source, target);
     let node = target.shards[i].read.clone();
     for &db in dbs {
-        let mut cursor = 0;
-        loop {
-            let (next, keys) = scan(cmp.target().to(&node, db)?, cursor, config)?;
-            progress
-                .target_scanned
-                .fetch_add(keys.len() as u64, Ordering::Relaxed);
-            let scanned = keys.len() as u64;
-            let (keys, reserved) = select(config, target, i, keys);
-            let absent = cmp.absent_on_source(db, &keys)?;
-            let outcomes = cmp.compare(db, &absent)?;
-            let mut c = collector.lock().unwrap_or_else(|e| e.into_inner());
-            c.counts.target_keys_scanned += scanned;
-            for key in reserved {
-                *c.reserved
-                    .entry((db, Slot::of_key(&key).get()))
-                    .or_default() += 1;
+        let mut cursor = Some(0);
+        let mut last: Option<Batch> = None;
+        while cursor.is_some() || last.is_some() {
+            let due = match cursor {
+                Some(cursor) => Some(
+                    cmp.target()
+                        .to(&node, db)?
+                        .send(&scan_command(cursor, config))?,
+                ),
+                None => None,
+            };
+            let absent = match last.as_mut() {
+                Some(batch) => cmp.absent_on_source(db, std::mem::take(&mut batch.keys))?,
+                None => Vec::new(),
+            };
+            let next = match due {
+                Some(due) => Some(scan_reply(cmp.target().to(&node, db)?, due)?),
+                None => None,
+            };
+            if let Some(batch) = last.take() {
+                let outcomes = cmp.compare(db, absent)?;
+                let mut c = collector.lock().unwrap_or_else(|e| e.into_inner());
+                c.counts.target_keys_scanned += batch.scanned;
+                for key in batch.reserved {
+                    *c.reserved
+                        .entry((db, Slot::of_key(&key).get()))
+                        .or_default() += 1;
+                }
+                c.add(outcomes, false, progress);
             }
-            c.add(outcomes, false, progress);
-            drop(c);
-            if next == 0 {
-                break;
+            cursor = None;
+            if let Some((next, keys)) = next {
+                progress
+                    .target_scanned
+                    .fetch_add(keys.len() as u64, Ordering::Relaxed);
+                last = Some(Batch::new(config, target, i, db, keys));
+                cursor = (next != 0).then_some(next);
             }
-            cursor = next;
         }
     }
     Ok(())
 }
 
-/// One `SCAN` step.
-fn scan(link: &mut crate::side::Link, cursor: u64, config: &Config) -> Result<(u64, Vec<Vec<u8>>)> {
-    let value: redis::Value = link.query(
-        redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(config.windows.scan_count),
-    )?;
-    reply::scan(value.clone())
+/// One `SCAN` step, as a pipeline to send.
+fn scan_command(cursor: u64, config: &Config) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SCAN")
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(config.windows.scan_count);
+    pipe
+}
+
+/// The reply of a `SCAN` step: the next cursor and the keys.
+fn scan_reply(link: &mut Link, due: usize) -> Result<(u64, Vec<Vec<u8>>)> {
+    let value = link.receive(due)?.pop().unwrap_or_default();
+    if !matches!(value, redis::Value::Array(_)) {
+        return Err(link.unexpected("SCAN", &value));
+    }
+    reply::scan(value)
         .and_then(|(next, keys)| {
-            let keys = keys.iter().map(reply::bytes).collect::<Option<Vec<_>>>()?;
+            let keys = keys
+                .into_iter()
+                .map(reply::into_bytes)
+                .collect::<Option<Vec<_>>>()?;
             Some((next, keys))
         })
-        .ok_or_else(|| link.unexpected("SCAN", &value))
+        .ok_or_else(|| link.malformed("SCAN"))
 }
 
 /// Keeps the keys in scope that shard `i` owns; returns them and the reserved keys seen.
@@ -371,7 +488,7 @@ fn recheck(
         };
         for (db, keys) in by_db {
             for chunk in keys.chunks(config.windows.scan_count) {
-                for outcome in cmp.compare(db, chunk)? {
+                for outcome in cmp.compare(db, chunk.to_vec())? {
                     let key = (db, outcome.key.clone());
                     if outcome.differences.is_empty() || !outcome.in_scope {
                         collector.tracked.remove(&key);

@@ -183,13 +183,17 @@ pub struct Shard {
     pub facts: NodeFacts,
 }
 
-/// Commands the servers of a side all know.
+/// Commands the servers of a side all know (and that its user may run on every node read).
 #[derive(Debug, Clone, Copy)]
 pub struct Caps {
     /// `PEXPIRETIME` (7.0): exact absolute expiry times.
     pub pexpiretime: bool,
     /// `SMISMEMBER`, `ZMSCORE` and exclusive `XRANGE` bounds (6.2).
     pub multi_member: bool,
+    /// `OBJECT ENCODING`: tells small encodings, whose values are read in one reply.
+    pub object_encoding: bool,
+    /// `DUMP`: equal payloads of small encodings are equal values, without reading them.
+    pub dump: bool,
 }
 
 /// A connected side: its shards and how to reach each slot.
@@ -226,6 +230,8 @@ impl Side {
             caps: Caps {
                 pexpiretime: true,
                 multi_member: true,
+                object_encoding: true,
+                dump: true,
             },
             throttle,
         };
@@ -266,9 +272,17 @@ impl Side {
             });
         }
         let at_least = |facts: &NodeFacts, want: (u32, u32)| version(&facts.version) >= want;
+        let (mut object_encoding, mut dump) = (true, true);
+        for shard in &side.shards {
+            let (encoding_allowed, dump_allowed) = side.allowed_reads(shard)?;
+            object_encoding &= encoding_allowed;
+            dump &= dump_allowed;
+        }
         side.caps = Caps {
             pexpiretime: side.shards.iter().all(|s| at_least(&s.facts, (7, 0))),
             multi_member: side.shards.iter().all(|s| at_least(&s.facts, (6, 2))),
+            object_encoding,
+            dump,
         };
         if side.cluster {
             side.owner = vec![u16::MAX; usize::from(SLOT_COUNT)];
@@ -281,6 +295,38 @@ impl Side {
             }
         }
         Ok(side)
+    }
+
+    /// Whether the node `shard` is read from answers `OBJECT ENCODING` and `DUMP` (an ACL may
+    /// deny them), asked about a key of one of its slots that is most likely absent.
+    fn allowed_reads(&self, shard: &Shard) -> Result<(bool, bool)> {
+        let readonly = self.cluster && shard.read != shard.master;
+        let mut link = self.connect(&shard.read, 0, readonly)?;
+        let key = probe_key(&shard.slots);
+        let mut pipe = redis::pipe();
+        pipe.cmd("OBJECT").arg("ENCODING").arg(&key);
+        pipe.cmd("DUMP").arg(&key);
+        let replies = link.pipeline(&pipe)?;
+        let allowed = |n: usize| {
+            replies
+                .get(n)
+                .is_some_and(|r| !matches!(r, Value::ServerError(_)))
+        };
+        Ok((allowed(0), allowed(1)))
+    }
+
+    /// Whether both sides run the same server version, so that equal values of the same
+    /// encoding give the same `DUMP` payload.
+    pub(crate) fn same_version(&self, other: &Side) -> bool {
+        let versions = |side: &Side| -> Vec<(String, Option<String>)> {
+            side.shards
+                .iter()
+                .map(|s| (s.facts.version.clone(), s.facts.valkey_version.clone()))
+                .collect()
+        };
+        let mut all = versions(self);
+        all.extend(versions(other));
+        all.windows(2).all(|w| w[0] == w[1])
     }
 
     /// Reads every master's `INFO` and `TIME` again (eviction counters, clocks).
@@ -352,15 +398,20 @@ impl Side {
 
     /// The shard owning `slot` (a standalone server's only shard).
     pub fn shard_for(&self, slot: Slot) -> Result<&Shard> {
+        Ok(&self.shards[self.shard_index(slot)?])
+    }
+
+    /// The index in `shards` of the shard owning `slot`.
+    fn shard_index(&self, slot: Slot) -> Result<usize> {
         if !self.cluster {
-            return Ok(&self.shards[0]);
+            return Ok(0);
         }
         match self.owner[usize::from(slot.get())] {
             u16::MAX => Err(VerifyError::SlotUncovered {
                 side: self.name,
                 slot: slot.get(),
             }),
-            i => Ok(&self.shards[usize::from(i)]),
+            i => Ok(usize::from(i)),
         }
     }
 
@@ -428,6 +479,8 @@ impl Side {
             caps: Caps {
                 pexpiretime: true,
                 multi_member: true,
+                object_encoding: true,
+                dump: true,
             },
             throttle: Arc::new(Throttle::new(crate::config::RateLimits::default())),
         }
@@ -473,6 +526,79 @@ impl<'a> Links<'a> {
         }
         Ok(self.open.get_mut(&key).expect("just inserted"))
     }
+
+    /// Groups the keys `wanted` (indices into `slots`) by the node their slot is read from,
+    /// and writes to each node the pipeline `build` makes of its keys, without reading the
+    /// replies: every node of this side (and of the other, when its pipelines are sent before
+    /// either side is received) works at once.
+    pub(crate) fn send(
+        &mut self,
+        db: u32,
+        slots: &[Slot],
+        wanted: impl IntoIterator<Item = usize>,
+        mut build: impl FnMut(&mut redis::Pipeline, &[usize]),
+    ) -> Result<Flight> {
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); self.side.shards.len()];
+        for i in wanted {
+            by_shard[self.side.shard_index(slots[i])?].push(i);
+        }
+        let mut nodes = Vec::new();
+        for (shard, keys) in by_shard.into_iter().enumerate() {
+            if keys.is_empty() {
+                continue;
+            }
+            let addr = self.side.shards[shard].read.clone();
+            let mut pipe = redis::pipe();
+            build(&mut pipe, &keys);
+            let due = self.to(&addr, db)?.send(&pipe)?;
+            nodes.push((addr, keys, due));
+        }
+        Ok(Flight { db, nodes })
+    }
+
+    /// Reads the replies of what [`Links::send`] wrote.
+    pub(crate) fn receive(&mut self, flight: Flight) -> Result<Vec<Landed>> {
+        let mut landed = Vec::with_capacity(flight.nodes.len());
+        for (addr, keys, due) in flight.nodes {
+            let replies = self.to(&addr, flight.db)?.receive(due)?;
+            landed.push(Landed {
+                addr,
+                keys,
+                replies,
+            });
+        }
+        Ok(landed)
+    }
+
+    /// The error for a reply of the wrong shape from the node `addr` of this side.
+    pub(crate) fn unexpected(
+        &self,
+        addr: &NodeAddr,
+        command: &'static str,
+        reply: &Value,
+    ) -> VerifyError {
+        unexpected(self.side.name, addr, command, reply)
+    }
+
+    /// The error for a reply of the wrong shape, not kept, from the node `addr`.
+    pub(crate) fn malformed(&self, addr: &NodeAddr, command: &'static str) -> VerifyError {
+        malformed(self.side.name, addr, command)
+    }
+}
+
+/// Pipelines written to the nodes of one side, whose replies are still due.
+pub(crate) struct Flight {
+    db: u32,
+    /// Per node: its address, the keys (indices) it was sent, and how many replies are due.
+    nodes: Vec<(NodeAddr, Vec<usize>, usize)>,
+}
+
+/// The replies of one node to a pipeline [`Links::send`] wrote.
+pub(crate) struct Landed {
+    pub(crate) addr: NodeAddr,
+    /// The keys (indices) of the pipeline, in the order their commands were built.
+    pub(crate) keys: Vec<usize>,
+    pub(crate) replies: Vec<Value>,
 }
 
 /// A connection to one node that counts what it spends against the global caps and names
@@ -489,24 +615,43 @@ impl Link {
     pub(crate) fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T> {
         self.throttle.spend(1, 0);
         let value: Value = cmd.query(&mut self.conn).map_err(|e| self.error(e))?;
-        self.throttle.spend(0, reply_bytes(&value));
+        if self.throttle.counts_bytes() {
+            self.throttle.spend(0, reply_bytes(&value));
+        }
         redis::from_redis_value(value).map_err(|e| self.error(e.into()))
     }
 
     /// Runs a pipeline; an error reply to one command is returned in its place
     /// (`Value::ServerError`), not as an error of the whole pipeline.
-    pub(crate) fn pipeline(&mut self, pipe: &mut redis::Pipeline) -> Result<Vec<Value>> {
-        let ops = pipe.len() as u64;
+    pub(crate) fn pipeline(&mut self, pipe: &redis::Pipeline) -> Result<Vec<Value>> {
+        let sent = self.send(pipe)?;
+        self.receive(sent)
+    }
+
+    /// Writes a pipeline without waiting for its replies, so that other nodes can work on
+    /// theirs meanwhile; [`Link::receive`] reads them. Returns how many replies are due.
+    pub(crate) fn send(&mut self, pipe: &redis::Pipeline) -> Result<usize> {
+        let ops = pipe.len();
         if ops == 0 {
-            return Ok(Vec::new());
+            return Ok(0);
         }
-        self.throttle.spend(ops, 0);
-        let replies: Vec<Value> = pipe
-            .ignore_errors()
-            .query(&mut self.conn)
+        self.throttle.spend(ops as u64, 0);
+        self.conn
+            .send_packed_command(&pipe.get_packed_pipeline())
             .map_err(|e| self.error(e))?;
-        self.throttle
-            .spend(0, replies.iter().map(reply_bytes).sum::<u64>());
+        Ok(ops)
+    }
+
+    /// Reads `count` replies of what [`Link::send`] wrote, error replies in their place.
+    pub(crate) fn receive(&mut self, count: usize) -> Result<Vec<Value>> {
+        let mut replies = Vec::with_capacity(count);
+        for _ in 0..count {
+            replies.push(self.conn.recv_response().map_err(|e| self.error(e))?);
+        }
+        if self.throttle.counts_bytes() {
+            self.throttle
+                .spend(0, replies.iter().map(reply_bytes).sum::<u64>());
+        }
         Ok(replies)
     }
 
@@ -519,14 +664,39 @@ impl Link {
     }
 
     pub(crate) fn unexpected(&self, command: &'static str, reply: &Value) -> VerifyError {
-        let mut detail = format!("{reply:?}");
-        detail.truncate(200);
-        VerifyError::Reply {
-            side: self.side,
-            addr: self.addr.clone(),
-            command,
-            detail,
-        }
+        unexpected(self.side, &self.addr, command, reply)
+    }
+
+    /// The error for a reply of the wrong shape that was not kept.
+    pub(crate) fn malformed(&self, command: &'static str) -> VerifyError {
+        malformed(self.side, &self.addr, command)
+    }
+}
+
+/// The error for a reply of the wrong shape that was not kept.
+fn malformed(side: &'static str, addr: &NodeAddr, command: &'static str) -> VerifyError {
+    VerifyError::Reply {
+        side,
+        addr: addr.clone(),
+        command,
+        detail: "a reply of the wrong shape".into(),
+    }
+}
+
+/// The error for a reply of the wrong shape, showing its beginning.
+fn unexpected(
+    side: &'static str,
+    addr: &NodeAddr,
+    command: &'static str,
+    reply: &Value,
+) -> VerifyError {
+    let mut detail = format!("{reply:?}");
+    detail.truncate(200);
+    VerifyError::Reply {
+        side,
+        addr: addr.clone(),
+        command,
+        detail,
     }
 }
 
@@ -568,6 +738,17 @@ pub(crate) fn unix_ms() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64() * 1_000.0)
         .unwrap_or(0.0)
+}
+
+/// A key of one of `slots` (a hash tag picks the slot), under ferry's own prefix.
+fn probe_key(slots: &[SlotRange]) -> Vec<u8> {
+    (0u32..)
+        .map(|n| format!("__ferry__:probe:{{{n}}}").into_bytes())
+        .find(|key| {
+            let slot = Slot::of_key(key);
+            slots.is_empty() || slots.iter().any(|r| r.contains(slot))
+        })
+        .expect("some tag hashes to every slot")
 }
 
 /// `major.minor` of a version string.
@@ -692,6 +873,16 @@ d4 127.0.0.1:7004@17004 master,fail - 0 0 4 disconnected
         assert_eq!(shards[0].2[0].port, 7003);
         assert_eq!(shards[1].0.host, "10.0.0.9");
         assert_eq!(shards[1].1[0].first.get(), 8192);
+    }
+
+    #[test]
+    fn probe_keys_hash_to_the_slots_asked() {
+        for range in [(0, 0), (5_461, 10_922), (16_383, 16_383)] {
+            let range = SlotRange::new(slot(range.0), slot(range.1));
+            let key = probe_key(&[range]);
+            assert!(key.starts_with(b"__ferry__:"));
+            assert!(range.contains(Slot::of_key(&key)), "{}", key.escape_ascii());
+        }
     }
 
     #[test]

@@ -33,6 +33,11 @@ impl Throttle {
         }
     }
 
+    /// Whether reply bytes are capped (so that they are worth counting).
+    pub(crate) fn counts_bytes(&self) -> bool {
+        self.limits.bytes_per_sec.is_some()
+    }
+
     /// Spends `ops` commands and `bytes` reply bytes; sleeps as long as the budget is
     /// overdrawn.
     pub(crate) fn spend(&self, ops: u64, bytes: u64) {

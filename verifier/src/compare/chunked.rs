@@ -150,14 +150,15 @@ pub(super) fn collection(p: &mut Pair, coll: Coll) -> Result<Option<Detail>> {
 
 fn getrange(link: &mut Link, key: &[u8], first: u64, last: u64) -> Result<Vec<u8>> {
     let value: Value = link.query(redis::cmd("GETRANGE").arg(key).arg(first).arg(last))?;
-    reply::bytes(&value).ok_or_else(|| link.unexpected("GETRANGE", &value))
+    match value {
+        Value::BulkString(bytes) => Ok(bytes),
+        other => Err(link.unexpected("GETRANGE", &other)),
+    }
 }
 
 fn lrange(link: &mut Link, key: &[u8], first: u64, last: u64) -> Result<Vec<Vec<u8>>> {
     let value: Value = link.query(redis::cmd("LRANGE").arg(key).arg(first).arg(last))?;
-    reply::items(value.clone())
-        .and_then(|items| items.iter().map(reply::bytes).collect())
-        .ok_or_else(|| link.unexpected("LRANGE", &value))
+    reply::into_byte_items(value).ok_or_else(|| link.malformed("LRANGE"))
 }
 
 /// Members with their values (empty for a set; the score as text for a sorted set).
@@ -178,21 +179,18 @@ fn scan(
         Coll::Zset => ("ZSCAN", "ZSCAN"),
     };
     let value: Value = link.query(redis::cmd(cmd).arg(key).arg(cursor).arg("COUNT").arg(count))?;
-    let parsed = reply::scan(value.clone()).and_then(|(next, items)| {
+    let parsed = reply::scan(value).and_then(|(next, items)| {
         let members = if coll == Coll::Set {
             items
-                .iter()
-                .map(|m| Some((reply::bytes(m)?, Vec::new())))
+                .into_iter()
+                .map(|m| Some((reply::into_bytes(m)?, Vec::new())))
                 .collect::<Option<Vec<_>>>()?
         } else {
-            reply::pairs(Value::Array(items))?
-                .iter()
-                .map(|(m, v)| Some((reply::bytes(m)?, reply::bytes(v)?)))
-                .collect::<Option<Vec<_>>>()?
+            reply::into_byte_pairs(Value::Array(items))?
         };
         Some((next, members))
     });
-    parsed.ok_or_else(|| link.unexpected(name, &value))
+    parsed.ok_or_else(|| link.malformed(name))
 }
 
 /// Looks `members` up: a hash field's value, `Some(empty)` for a set member that is there,
@@ -230,18 +228,18 @@ fn lookup(
             for member in members {
                 pipe.cmd(cmd).arg(key).arg(*member);
             }
-            (cmd, link.pipeline(&mut pipe)?)
+            (cmd, link.pipeline(&pipe)?)
         }
     };
     if replies.len() != members.len() {
         return Err(link.unexpected(name, &Value::Array(replies)));
     }
     Ok(replies
-        .iter()
+        .into_iter()
         .map(|r| match (coll, r) {
             (_, Value::Nil) => None,
-            (Coll::Set, r) => (reply::int(r) == Some(1)).then(Vec::new),
-            (_, r) => reply::bytes(r),
+            (Coll::Set, r) => (reply::int(&r) == Some(1)).then(Vec::new),
+            (_, r) => reply::into_bytes(r),
         })
         .collect())
 }

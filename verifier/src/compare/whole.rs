@@ -1,14 +1,13 @@
-//! Small values read whole, many keys to a pipeline, and compared in memory.
+//! Values read whole, many keys to a pipeline, and compared in memory: in the batch's second
+//! pipeline whatever fits in one reply of a bounded size (see [`First`]), then the other
+//! small values.
 
-use ferry_engine::route::Slot;
 use redis::Value;
 
-use super::{route, Coll, CollDiff, Fingerprint};
+use super::{Bad, Coll, CollDiff, Fingerprint, Read};
 use crate::diff::{Cause, Detail};
-use crate::error::Result;
 use crate::key::{Excerpt, KeyType};
 use crate::reply;
-use crate::side::Links;
 
 /// A whole value as read.
 pub(super) enum Whole {
@@ -21,6 +20,16 @@ pub(super) enum Whole {
 }
 
 impl Whole {
+    /// The length as the length commands count it: bytes, or elements (0 when unreadable).
+    pub(super) fn len(&self) -> u64 {
+        match self {
+            Whole::String(bytes) => bytes.len() as u64,
+            Whole::List(items) => items.len() as u64,
+            Whole::Members(_, members) => members.len() as u64,
+            Whole::Unreadable(_) => 0,
+        }
+    }
+
     pub(super) fn fingerprint(&self, fp: &mut Fingerprint) {
         match self {
             Whole::String(bytes) => fp.add(bytes),
@@ -31,49 +40,184 @@ impl Whole {
     }
 }
 
-/// Reads the values `plan` lists (index, type, length), one pipeline per node.
-pub(super) fn read(
-    links: &mut Links,
-    db: u32,
-    keys: &[Vec<u8>],
-    slots: &[Slot],
-    plan: &[(usize, KeyType, u64)],
-) -> Result<Vec<Whole>> {
-    let side = links.side;
-    let position: Vec<usize> = plan.iter().map(|p| p.0).collect();
-    // Key index → position in `plan`.
-    let mut planned = vec![usize::MAX; keys.len()];
-    for (n, p) in plan.iter().enumerate() {
-        planned[p.0] = n;
-    }
-    let mut out: Vec<Option<Whole>> = (0..plan.len()).map(|_| None).collect();
-    for (addr, group) in route(side, slots, &position)? {
-        let link = links.to(&addr, db)?;
-        let mut pipe = redis::pipe();
-        for &i in &group {
-            let key = &keys[i];
-            match plan[planned[i]].1 {
-                KeyType::String => pipe.cmd("GET").arg(key),
-                KeyType::List => pipe.cmd("LRANGE").arg(key).arg(0).arg(-1),
-                KeyType::Set => pipe.cmd("SMEMBERS").arg(key),
-                KeyType::Zset => pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES"),
-                KeyType::Hash => pipe.cmd("HGETALL").arg(key),
-                KeyType::Stream | KeyType::Other => {
-                    unreachable!("streams and module types are not read whole")
-                }
-            };
-        }
-        for (&i, value) in group.iter().zip(link.pipeline(&mut pipe)?) {
-            out[planned[i]] = Some(parse(plan[planned[i]].1, value));
-        }
-    }
-    Ok(out
-        .into_iter()
-        .map(|w| w.expect("every planned key was read"))
-        .collect())
+/// What the batch's second pipeline reads of a key on one side. Reads that stop at a size
+/// ([`Shares`]) have the whole value, and so its length, when they come back shorter than
+/// that size; otherwise the third step reads the length and the value again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum First {
+    /// The length only: in length mode, and for hash tables, whose size only the length
+    /// tells (`HRANDFIELD` with a count below it copies the hash).
+    Len,
+    /// `GET` of a string the server keeps short (`int`, `embstr`).
+    Get,
+    /// `GETRANGE 0 n-1`.
+    Prefix,
+    /// The `DUMP` payload of a small encoding (`listpack`, `intset`...) on both sides:
+    /// equal payloads are equal values, with no element to parse.
+    Dump,
+    /// `LRANGE`/`ZRANGE ... WITHSCORES` from 0 to n-1.
+    Range,
+    /// `SRANDMEMBER key n` or `HRANDFIELD key n WITHVALUES`: with a count above the
+    /// cardinality they return every member, as `SMEMBERS`/`HGETALL` do.
+    Sample,
+    /// `HSCAN` from cursor 0 with `COUNT n`, before 6.2 (no `HRANDFIELD`): the whole hash
+    /// when the cursor comes back 0 (always for small encodings).
+    Scan,
+    /// The head of a stream (see [`super::stream::Head`]); its length is `XINFO STREAM`'s.
+    Stream,
 }
 
-fn parse(ty: KeyType, value: Value) -> Whole {
+/// How much the reads of the second pipeline that stop at a size may read of each key.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Shares {
+    /// Bytes of a string.
+    pub(super) bytes: u64,
+    /// Elements of a list, set, sorted set or hash.
+    pub(super) elements: u64,
+    /// Entries of a stream's first window (and pending entries of a group's).
+    pub(super) entries: u64,
+}
+
+/// The command that reads the length of a key of type `ty`.
+pub(super) fn len_command(ty: KeyType) -> &'static str {
+    match ty {
+        KeyType::String => "STRLEN",
+        KeyType::List => "LLEN",
+        KeyType::Set => "SCARD",
+        KeyType::Zset => "ZCARD",
+        KeyType::Hash => "HLEN",
+        KeyType::Stream => "XLEN",
+        KeyType::Other => "EXISTS",
+    }
+}
+
+/// Adds the commands of `first` for `key`, of type `ty`.
+pub(super) fn first_commands(
+    pipe: &mut redis::Pipeline,
+    key: &[u8],
+    ty: KeyType,
+    first: First,
+    shares: Shares,
+) {
+    let elements = shares.elements;
+    match (first, ty) {
+        (First::Len, _) => {
+            pipe.cmd(len_command(ty)).arg(key);
+        }
+        (First::Get, _) => {
+            pipe.cmd("GET").arg(key);
+        }
+        (First::Prefix, _) => {
+            pipe.cmd("GETRANGE").arg(key).arg(0).arg(shares.bytes - 1);
+        }
+        (First::Dump, _) => {
+            pipe.cmd("DUMP").arg(key);
+        }
+        (First::Range, KeyType::Zset) => {
+            pipe.cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(elements - 1)
+                .arg("WITHSCORES");
+        }
+        (First::Range, _) => {
+            pipe.cmd("LRANGE").arg(key).arg(0).arg(elements - 1);
+        }
+        (First::Sample, KeyType::Hash) => {
+            pipe.cmd("HRANDFIELD")
+                .arg(key)
+                .arg(elements)
+                .arg("WITHVALUES");
+        }
+        (First::Sample, _) => {
+            pipe.cmd("SRANDMEMBER").arg(key).arg(elements);
+        }
+        (First::Scan, _) => {
+            pipe.cmd("HSCAN").arg(key).arg(0).arg("COUNT").arg(elements);
+        }
+        (First::Stream, _) => super::stream::head_commands(pipe, key, shares.entries as usize),
+    }
+}
+
+/// Reads the replies of [`first_commands`]: the length when it is known, and the value
+/// when the read got all of it ([`Read::Nothing`] when it did not).
+pub(super) fn parse_first(
+    replies: &mut impl Iterator<Item = Value>,
+    ty: KeyType,
+    first: First,
+    shares: Shares,
+) -> Result<(Option<u64>, Read), Bad> {
+    let whole = |value: Whole| (Some(value.len()), Read::Whole(value));
+    Ok(match first {
+        First::Len => (Some(int(next(replies))), Read::Nothing),
+        First::Get => whole(parse(ty, next(replies))),
+        First::Prefix => match parse(ty, next(replies)) {
+            // Empty is ambiguous (a key that vanished reads as empty): `GET` tells.
+            Whole::String(bytes) if !bytes.is_empty() && (bytes.len() as u64) < shares.bytes => {
+                whole(Whole::String(bytes))
+            }
+            Whole::Unreadable(reason) => whole(Whole::Unreadable(reason)),
+            _ => (None, Read::Nothing),
+        },
+        // The length is read in the third step when it is needed: for a value to read
+        // again, or a key that differs (reports show lengths).
+        First::Dump => match next(replies) {
+            Value::BulkString(payload) => (None, Read::Dump(payload)),
+            _ => (None, Read::Nothing),
+        },
+        First::Range | First::Sample => match parse(ty, next(replies)) {
+            value @ Whole::Unreadable(_) => whole(value),
+            value if (value.len()) < shares.elements => whole(value),
+            _ => (None, Read::Nothing),
+        },
+        First::Scan => {
+            let value = next(replies);
+            if let Some(error) = reply::error(&value) {
+                whole(Whole::Unreadable(error))
+            } else {
+                match reply::scan(value) {
+                    Some((0, items)) => members(Coll::Hash, Value::Array(items))
+                        .map_or((None, Read::Nothing), |m| {
+                            whole(Whole::Members(Coll::Hash, m))
+                        }),
+                    _ => (None, Read::Nothing),
+                }
+            }
+        }
+        First::Stream => match super::stream::parse_head(replies, shares.entries as usize) {
+            Ok(head) => (Some(head.len()), Read::Stream(Box::new(head))),
+            Err(Bad::Unreadable(reason)) => whole(Whole::Unreadable(reason)),
+            Err(bad) => return Err(bad),
+        },
+    })
+}
+
+/// A length reply (0 for a key that vanished or changed type meanwhile).
+fn int(value: Value) -> u64 {
+    reply::int(&value).unwrap_or(0).max(0) as u64
+}
+
+/// The next reply (a nil when the pipeline came back short, which parsing then rejects).
+fn next(replies: &mut impl Iterator<Item = Value>) -> Value {
+    replies.next().unwrap_or_default()
+}
+
+/// Adds the command reading a whole value of type `ty`.
+pub(super) fn command(pipe: &mut redis::Pipeline, key: &[u8], ty: KeyType) {
+    match ty {
+        KeyType::String => pipe.cmd("GET").arg(key),
+        KeyType::List => pipe.cmd("LRANGE").arg(key).arg(0).arg(-1),
+        KeyType::Set => pipe.cmd("SMEMBERS").arg(key),
+        KeyType::Zset => pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES"),
+        KeyType::Hash => pipe.cmd("HGETALL").arg(key),
+        KeyType::Stream | KeyType::Other => {
+            unreachable!("streams and module types are not read whole")
+        }
+    };
+}
+
+/// A whole value of type `ty` from its reply.
+pub(super) fn parse(ty: KeyType, value: Value) -> Whole {
     if let Some(error) = reply::error(&value) {
         return Whole::Unreadable(error);
     }
@@ -81,72 +225,80 @@ fn parse(ty: KeyType, value: Value) -> Whole {
     match ty {
         KeyType::String => match value {
             Value::Nil => Whole::Unreadable("the key vanished while it was read".into()),
-            v => reply::bytes(&v).map_or_else(unreadable, Whole::String),
+            v => reply::into_bytes(v).map_or_else(unreadable, Whole::String),
         },
-        KeyType::List => reply::items(value)
-            .and_then(|items| items.iter().map(reply::bytes).collect::<Option<Vec<_>>>())
-            .map_or_else(unreadable, Whole::List),
-        KeyType::Set => reply::items(value)
-            .and_then(|items| {
-                items
-                    .iter()
-                    .map(|m| Some((reply::bytes(m)?, Vec::new())))
-                    .collect::<Option<Vec<_>>>()
-            })
-            .map_or_else(unreadable, |m| Whole::Members(Coll::Set, m)),
-        KeyType::Zset | KeyType::Hash => {
-            let coll = if ty == KeyType::Zset {
-                Coll::Zset
-            } else {
-                Coll::Hash
-            };
-            // RESP3 gives [member, score] pairs for ZRANGE; RESP2 a flat array.
-            let pairs = match value {
-                Value::Array(items) if items.iter().all(|i| matches!(i, Value::Array(_))) => items
-                    .into_iter()
-                    .map(|pair| {
-                        let mut it = reply::items(pair)?.into_iter();
-                        Some((it.next()?, it.next()?))
-                    })
-                    .collect::<Option<Vec<_>>>(),
-                other => reply::pairs(other),
-            };
-            pairs
-                .and_then(|pairs| {
-                    pairs
-                        .iter()
-                        .map(|(m, v)| Some((reply::bytes(m)?, reply::bytes(v)?)))
-                        .collect::<Option<Vec<_>>>()
-                })
-                .map_or_else(unreadable, |m| Whole::Members(coll, m))
+        KeyType::List => reply::into_byte_items(value).map_or_else(unreadable, Whole::List),
+        KeyType::Set => {
+            members(Coll::Set, value).map_or_else(unreadable, |m| Whole::Members(Coll::Set, m))
+        }
+        KeyType::Zset => {
+            members(Coll::Zset, value).map_or_else(unreadable, |m| Whole::Members(Coll::Zset, m))
+        }
+        KeyType::Hash => {
+            members(Coll::Hash, value).map_or_else(unreadable, |m| Whole::Members(Coll::Hash, m))
         }
         KeyType::Stream | KeyType::Other => unreadable(),
     }
 }
 
-/// Compares two whole values of the same type.
-pub(super) fn compare(source: Whole, target: Whole) -> (Option<Detail>, Option<Cause>) {
+/// Members of a set (with empty values), or pairs of a hash or sorted set.
+fn members(coll: Coll, value: Value) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    match coll {
+        Coll::Set => reply::items(value)?
+            .into_iter()
+            .map(|m| Some((reply::into_bytes(m)?, Vec::new())))
+            .collect(),
+        // RESP3 gives [member, score] pairs for ZRANGE; RESP2 a flat array.
+        Coll::Zset | Coll::Hash => match value {
+            Value::Array(items)
+                if !items.is_empty() && items.iter().all(|i| matches!(i, Value::Array(_))) =>
+            {
+                items
+                    .into_iter()
+                    .map(|pair| {
+                        let mut it = reply::items(pair)?.into_iter();
+                        Some((
+                            reply::into_bytes(it.next()?)?,
+                            reply::into_bytes(it.next()?)?,
+                        ))
+                    })
+                    .collect()
+            }
+            other => reply::into_byte_pairs(other),
+        },
+    }
+}
+
+/// Compares two whole values of the same type (sorting the members of collections).
+pub(super) fn compare_mut(
+    source: &mut Whole,
+    target: &mut Whole,
+) -> (Option<Detail>, Option<Cause>) {
     match (source, target) {
-        (Whole::Unreadable(reason), _) | (_, Whole::Unreadable(reason)) => {
-            (Some(Detail::Unreadable { reason }), None)
-        }
-        (Whole::String(s), Whole::String(t)) => (
-            first_difference(&s, &t).map(|at| string_detail(&s, &t, 0, s.len(), t.len(), at)),
+        (Whole::Unreadable(reason), _) | (_, Whole::Unreadable(reason)) => (
+            Some(Detail::Unreadable {
+                reason: reason.clone(),
+            }),
             None,
         ),
-        (Whole::List(s), Whole::List(t)) => match first_difference(&s, &t) {
+        (Whole::String(s), Whole::String(t)) => (
+            first_difference(s, t).map(|at| string_detail(s, t, 0, s.len(), t.len(), at)),
+            None,
+        ),
+        (Whole::List(s), Whole::List(t)) => match first_difference(s, t) {
             None => (None, None),
             Some(at) => {
-                let detail = list_detail(&s, &t, 0, s.len() as u64, t.len() as u64, at as u64);
-                let duplicated = duplicated_tail(&s, &t).map(|n| Cause::DuplicatedListTail {
+                let detail = list_detail(s, t, 0, s.len() as u64, t.len() as u64, at as u64);
+                let duplicated = duplicated_tail(s, t).map(|n| Cause::DuplicatedListTail {
                     duplicated: n as u64,
                 });
                 (Some(detail), duplicated)
             }
         },
-        (Whole::Members(coll, mut s), Whole::Members(_, mut t)) => {
-            s.sort();
-            t.sort();
+        (Whole::Members(coll, s), Whole::Members(_, t)) => {
+            let coll = *coll;
+            s.sort_unstable();
+            t.sort_unstable();
             let mut diff = CollDiff::default();
             let (mut i, mut j) = (0, 0);
             while i < s.len() || j < t.len() {
@@ -187,6 +339,9 @@ pub(super) fn compare(source: Whole, target: Whole) -> (Option<Detail>, Option<C
 /// Index of the first difference of two sequences (the shorter length when one is a
 /// prefix of the other), or `None` when they are equal.
 pub(super) fn first_difference<T: PartialEq>(a: &[T], b: &[T]) -> Option<usize> {
+    if a == b {
+        return None;
+    }
     let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
     (common < a.len().max(b.len())).then_some(common)
 }
@@ -280,6 +435,94 @@ pub(super) fn duplicated_tail(s: &[Vec<u8>], t: &[Vec<u8>]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn compare(mut source: Whole, mut target: Whole) -> (Option<Detail>, Option<Cause>) {
+        compare_mut(&mut source, &mut target)
+    }
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    const SHARES: Shares = Shares {
+        bytes: 8,
+        elements: 3,
+        entries: 3,
+    };
+
+    /// Parses one key's replies followed by the next key's, which must be left in place.
+    fn first(ty: KeyType, first: First, replies: Vec<Value>) -> (Option<u64>, Read) {
+        let mut replies = replies.into_iter().chain([bulk("next key")]);
+        let parsed = parse_first(&mut replies, ty, first, SHARES).unwrap_or_else(|_| panic!());
+        assert_eq!(replies.next(), Some(bulk("next key")));
+        parsed
+    }
+
+    fn complete(read: (Option<u64>, Read)) -> u64 {
+        match read {
+            (Some(len), Read::Whole(_)) => len,
+            (len, _) => panic!("not read whole ({len:?})"),
+        }
+    }
+
+    fn incomplete(read: (Option<u64>, Read)) {
+        assert!(matches!(read, (None, Read::Nothing)), "read whole");
+    }
+
+    #[test]
+    fn reads_that_stop_at_a_size_are_whole_only_below_it() {
+        assert_eq!(
+            complete(first(KeyType::String, First::Prefix, vec![bulk("abc")])),
+            3
+        );
+        incomplete(first(
+            KeyType::String,
+            First::Prefix,
+            vec![bulk("abcdefgh")],
+        ));
+        // Empty may be a key that vanished: GET tells in the third step.
+        incomplete(first(KeyType::String, First::Prefix, vec![bulk("")]));
+        let list = |n: usize| Value::Array((0..n).map(|i| bulk(&i.to_string())).collect());
+        assert_eq!(
+            complete(first(KeyType::List, First::Range, vec![list(2)])),
+            2
+        );
+        incomplete(first(KeyType::List, First::Range, vec![list(3)]));
+        let fields = Value::Array(vec![bulk("f"), bulk("v"), bulk("g"), bulk("w")]);
+        assert_eq!(
+            complete(first(KeyType::Hash, First::Sample, vec![fields])),
+            2
+        );
+        let scan = |cursor: &str| {
+            Value::Array(vec![bulk(cursor), Value::Array(vec![bulk("f"), bulk("v")])])
+        };
+        assert_eq!(
+            complete(first(KeyType::Hash, First::Scan, vec![scan("0")])),
+            1
+        );
+        incomplete(first(KeyType::Hash, First::Scan, vec![scan("17")]));
+    }
+
+    #[test]
+    fn payloads_lengths_and_vanished_keys() {
+        match first(KeyType::Hash, First::Dump, vec![bulk("payload")]) {
+            (None, Read::Dump(payload)) => assert_eq!(payload, b"payload"),
+            _ => panic!("no payload"),
+        }
+        // A key that vanished after `TYPE`: no payload, its value is read again.
+        assert!(matches!(
+            first(KeyType::Hash, First::Dump, vec![Value::Nil]),
+            (None, Read::Nothing)
+        ));
+        assert!(matches!(
+            first(KeyType::String, First::Get, vec![Value::Nil]),
+            (Some(0), Read::Whole(Whole::Unreadable(_)))
+        ));
+        assert!(matches!(
+            first(KeyType::Set, First::Len, vec![Value::Int(7)]),
+            (Some(7), Read::Nothing)
+        ));
+    }
 
     fn list(items: &[&str]) -> Vec<Vec<u8>> {
         items.iter().map(|s| s.as_bytes().to_vec()).collect()

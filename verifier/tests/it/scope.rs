@@ -186,3 +186,87 @@ fn cluster_replicas_can_be_read() {
     assert_eq!(differing, ["replica:extra"], "{}", show(&report));
     assert!(report.counts.keys_compared >= 1_000);
 }
+
+/// A user whose ACL denies `DUMP` and `OBJECT` gets the same differences: values of small
+/// encodings are then read element by element instead of compared as `DUMP` payloads.
+#[test]
+fn a_user_without_dump_or_object_gets_the_same_differences() {
+    let source = LocalServer::builder().start().unwrap();
+    let target = LocalServer::builder().start().unwrap();
+    for server in [&source, &target] {
+        let mut conn = (server.master() as &dyn ferry_fixtures::Node)
+            .connect()
+            .unwrap();
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("reader")
+            .arg(&["on", ">secret", "~*", "+@all", "-dump", "-object"][..])
+            .query(&mut conn)
+            .unwrap();
+    }
+    Dataset::new(93)
+        .prefix("acl")
+        .scale(500)
+        .load(&source)
+        .unwrap();
+    let mut src = Nodes::new(&source);
+    let _: () = src.run(
+        b"acl:h",
+        redis::cmd("HSET")
+            .arg("acl:h")
+            .arg(&["f", "v", "g", "w"][..]),
+    );
+    let _: () = src.run(
+        b"acl:z",
+        redis::cmd("ZADD")
+            .arg("acl:z")
+            .arg(&["1", "a", "2", "b"][..]),
+    );
+    let _: () = src.run(
+        b"acl:s",
+        redis::cmd("SADD").arg("acl:s").arg(&[1, 2, 3][..]),
+    );
+    copy(&source, &target, "*acl:*");
+    let mut tgt = Nodes::new(&target);
+    let _: () = tgt.run(
+        b"acl:h",
+        redis::cmd("HSET").arg("acl:h").arg(&["g", "W"][..]),
+    );
+    let _: () = tgt.run(
+        b"acl:z",
+        redis::cmd("ZADD").arg("acl:z").arg(&["5", "a"][..]),
+    );
+    let _: () = tgt.run(b"acl:s", redis::cmd("SADD").arg("acl:s").arg(4));
+    let _: () = tgt.run(b"acl:h", redis::cmd("PEXPIRE").arg("acl:h").arg(3_600_000));
+
+    let everyone = run(&config(&source, &target, "*acl:*"));
+    let as_reader = |deployment: &dyn Deployment, side| {
+        let addr = deployment.nodes()[0].addr();
+        Endpoint::parse(
+            side,
+            &format!("redis://reader:secret@{}:{}", addr.host, addr.port),
+        )
+        .unwrap()
+    };
+    let mut cfg = config(&source, &target, "*acl:*");
+    cfg.source = as_reader(&source, "source");
+    cfg.target = as_reader(&target, "target");
+    let reader = run(&cfg);
+    let text = show(&reader);
+    let mut differing: Vec<String> = reader
+        .differences
+        .iter()
+        .map(|d| format!("{} {:?}", d.key, d.kind))
+        .collect();
+    differing.sort();
+    assert_eq!(
+        differing,
+        ["acl:h Ttl", "acl:h Value", "acl:s Value", "acl:z Value"],
+        "{text}"
+    );
+    let json = |report: &ferry_verifier::Report| {
+        serde_json::to_string_pretty(&report.differences).unwrap()
+    };
+    assert_eq!(json(&everyone), json(&reader));
+    assert!(reader.counts.keys_compared >= 500, "{:?}", reader.counts);
+}
