@@ -51,7 +51,7 @@ pub fn run(args: ChaosArgs) -> Result<ExitCode> {
     match args.command {
         ChaosCommand::List => {
             for s in catalogue::all() {
-                println!("{:<40} {:<45} {}", s.name, describe(&s.expect), s.about);
+                println!("{:<40} {:<52} {}", s.name, describe(&s.expect), s.about);
             }
             Ok(ExitCode::SUCCESS)
         }
