@@ -20,6 +20,27 @@ enum ChaosCommand {
     List,
     /// Run scenarios by name, or all of them.
     Run(RunArgs),
+    /// Run random fault schedules (seeded; a failure shrinks to the smallest failing one).
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Args)]
+struct FuzzArgs {
+    /// Schedules to run.
+    #[arg(long, default_value_t = 10)]
+    cases: u32,
+    /// Seed of the schedules (the same seed gives the same schedules).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Extra runs spent shrinking a failing schedule.
+    #[arg(long, default_value_t = 16)]
+    shrinks: u32,
+    /// Directory for the engine logs.
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<std::path::PathBuf>,
+    /// An extra `ferry sync` argument for every run (repeatable).
+    #[arg(long = "sync-arg", value_name = "ARG", allow_hyphen_values = true)]
+    sync_args: Vec<String>,
 }
 
 #[derive(Args)]
@@ -56,6 +77,54 @@ pub fn run(args: ChaosArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ChaosCommand::Run(args) => run_scenarios(args),
+        ChaosCommand::Fuzz(args) => fuzz(args),
+    }
+}
+
+fn fuzz(args: FuzzArgs) -> Result<ExitCode> {
+    let config = RunConfig {
+        ferry: std::env::current_exe().context("finding the ferry binary")?,
+        log_dir: args
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("ferry-chaos")),
+        seed: args.seed,
+    };
+    eprintln!(
+        "fuzzing {} schedules from seed {} ...",
+        args.cases, args.seed
+    );
+    match ferry_chaos::fuzz::fuzz(
+        args.cases,
+        args.seed,
+        args.shrinks,
+        &args.sync_args,
+        &config,
+    ) {
+        ferry_chaos::fuzz::FuzzOutcome::Passed { cases } => {
+            println!(
+                "{cases} random schedules, every one exact (seed {})",
+                args.seed
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ferry_chaos::fuzz::FuzzOutcome::Failed {
+            schedule,
+            report,
+            reason,
+        } => {
+            println!("FAIL: {reason}");
+            println!(
+                "smallest failing schedule (seed {}):\n{}",
+                args.seed,
+                serde_json::to_string_pretty(&schedule)?
+            );
+            print!(
+                "{}",
+                render(std::slice::from_ref(&*report), Format::Markdown)
+            );
+            Ok(ExitCode::from(EXIT_FAILED))
+        }
     }
 }
 

@@ -59,3 +59,23 @@ fn a_weakened_engine_turns_the_sigkill_scenario_red() {
         "the replayed pushes show as value differences: {text}"
     );
 }
+
+#[test]
+fn random_fault_schedules_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, text) = ferry(&[
+        "chaos",
+        "fuzz",
+        "--cases",
+        "2",
+        "--seed",
+        "3",
+        "--log-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("2 random schedules, every one exact"),
+        "{text}"
+    );
+}

@@ -17,6 +17,7 @@ pub mod catalogue;
 mod engine;
 mod error;
 mod fault;
+pub mod fuzz;
 mod info;
 mod outcome;
 mod proxy;
