@@ -443,10 +443,14 @@ fn run_inner(
     }
 
     // The verifier reads the deployments directly, never through a proxy.
-    let verifier = ferry_verifier::Config::new(
+    let mut verifier = ferry_verifier::Config::new(
         ferry_verifier::Endpoint::parse("source", &source.nodes()[0].addr().url())?,
         ferry_verifier::Endpoint::parse("target", &target.nodes()[0].addr().url())?,
     );
+    // Up to 10 s of re-checks: keys the source expires during the run reach the target as
+    // the source deletes them (on access or by its expiry cycle), a little later.
+    verifier.rounds = 5;
+    verifier.recheck_interval = Duration::from_secs(2);
     let mut verdict = ferry_verifier::verify(&verifier)?;
     // A key whose expiry the source extended after the lagging target had already expired
     // it is missing (or rebuilt from later writes) on the target until the source expires it
