@@ -892,6 +892,7 @@ mod tests {
                 "flushall async on 127.0.0.1:7000",
                 "flushdb async of db 3 on 127.0.0.1:7000",
                 "maxmemory 10485760 allkeys-lru on 127.0.0.1:7000",
+                "migrate slot 42 to master 1",
             ]
         );
         assert!(lines.iter().all(|line| !line.contains('\n')));
