@@ -65,6 +65,15 @@ struct RunArgs {
     sync_args: Vec<String>,
 }
 
+/// This binary as the engine, logs in `log_dir` (a temporary directory by default).
+fn run_config(log_dir: Option<std::path::PathBuf>, seed: u64) -> Result<RunConfig> {
+    Ok(RunConfig {
+        ferry: std::env::current_exe().context("finding the ferry binary")?,
+        log_dir: log_dir.unwrap_or_else(|| std::env::temp_dir().join("ferry-chaos")),
+        seed,
+    })
+}
+
 /// Exit code when a scenario did not reach its expected verdict.
 const EXIT_FAILED: u8 = 1;
 
@@ -82,14 +91,7 @@ pub fn run(args: ChaosArgs) -> Result<ExitCode> {
 }
 
 fn fuzz(args: FuzzArgs) -> Result<ExitCode> {
-    let config = RunConfig {
-        ferry: std::env::current_exe().context("finding the ferry binary")?,
-        log_dir: args
-            .log_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("ferry-chaos")),
-        seed: args.seed,
-    };
+    let config = run_config(args.log_dir.clone(), args.seed)?;
     eprintln!(
         "fuzzing {} schedules from seed {} ...",
         args.cases, args.seed
@@ -153,14 +155,7 @@ fn run_scenarios(args: RunArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
-    let config = RunConfig {
-        ferry: std::env::current_exe().context("finding the ferry binary")?,
-        log_dir: args
-            .log_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("ferry-chaos")),
-        seed: args.seed,
-    };
+    let config = run_config(args.log_dir.clone(), args.seed)?;
     let mut reports = Vec::new();
     for scenario in &scenarios {
         eprintln!("running {} ...", scenario.name);

@@ -394,21 +394,10 @@ impl Session {
     /// `Ok(None)` never happens while the link is up: the master closing it is an error.
     pub async fn next_event(&mut self) -> Result<SessionEvent, SessionError> {
         loop {
-            let next = self
-                .stream
-                .next_event()
-                .map_err(|source| SessionError::Protocol {
-                    addr: self.addr.clone(),
-                    source,
-                })?;
-            match next {
-                Some((event, len)) => {
-                    if let Some(event) = self.on_event(event, len as u64).await? {
-                        return Ok(event);
-                    }
-                }
-                None => self.fill().await?,
+            if let Some(event) = self.try_next_event().await? {
+                return Ok(event);
             }
+            self.fill().await?;
         }
     }
 
