@@ -352,14 +352,7 @@ impl StreamApplier {
         db: u32,
     ) -> Result<u64, ApplyError> {
         debug_assert_eq!(self.pending, 0, "flush before clearing");
-        let mut deleted = 0;
-        for i in 0..self.writers.len() {
-            if self.writers[i].applied >= offset {
-                continue;
-            }
-            let link = self.link(i).await?;
-            deleted += clear_node(link, slots, keys).await.map_err(link_error)?;
-        }
+        let deleted = self.clear_nodes(slots, keys, Some(offset)).await?;
         tracing::info!(shard = %self.shard, deleted, %offset, "cleared the shard's slots on the target");
         self.flush(offset, db).await?;
         Ok(deleted)
@@ -372,12 +365,26 @@ impl StreamApplier {
         slots: &[SlotRange],
         keys: &KeyFilter,
     ) -> Result<u64, ApplyError> {
+        let deleted = self.clear_nodes(slots, keys, None).await?;
+        tracing::info!(shard = %self.shard, deleted, "cleared the shard's slots on the target before loading a snapshot");
+        Ok(deleted)
+    }
+
+    /// The deleting part of both: masters that applied `unless_applied` already are skipped.
+    async fn clear_nodes(
+        &mut self,
+        slots: &[SlotRange],
+        keys: &KeyFilter,
+        unless_applied: Option<ReplOffset>,
+    ) -> Result<u64, ApplyError> {
         let mut deleted = 0;
         for i in 0..self.writers.len() {
+            if unless_applied.is_some_and(|offset| self.writers[i].applied >= offset) {
+                continue;
+            }
             let link = self.link(i).await?;
             deleted += clear_node(link, slots, keys).await.map_err(link_error)?;
         }
-        tracing::info!(shard = %self.shard, deleted, "cleared the shard's slots on the target before loading a snapshot");
         Ok(deleted)
     }
 
