@@ -38,7 +38,7 @@ enum Command {
     /// consistent, 1: differences found, 2: could not finish).
     Verify(verify::VerifyArgs),
     /// Run fault scenarios against local clusters and let the verifier judge (`list`, `run
-    /// NAME...`, `run --all`; exit 0 when every scenario reached its expected verdict).
+    /// NAME...`, `run --all`, `fuzz`; exit 0 when every scenario reached its expected verdict).
     Chaos(chaos::ChaosArgs),
     /// Remove ferry's checkpoints (and heartbeats) from a deployment after a cutover.
     Cleanup(cleanup::CleanupArgs),
