@@ -71,10 +71,19 @@ pub(crate) fn take(source: &Side, target: &Side, slots: Option<SlotRange>) -> Re
 }
 
 impl Counts {
-    /// The census, with `reserved` (`__ferry__:` keys the target scan found, per db and
-    /// slot) taken out of the target's counts.
-    pub(crate) fn census(&self, reserved: &BTreeMap<(u32, u16), u64>) -> Census {
+    /// The census, with `__ferry__:` keys the scans found (per db and slot: heartbeats on the
+    /// source, checkpoints on the target) taken out of each side's counts.
+    pub(crate) fn census(
+        &self,
+        source_reserved: &BTreeMap<(u32, u16), u64>,
+        reserved: &BTreeMap<(u32, u16), u64>,
+    ) -> Census {
         let mut dbs = self.dbs.clone();
+        for ((db, _), n) in source_reserved {
+            if let Some(counts) = dbs.get_mut(db) {
+                counts.0 = counts.0.saturating_sub(*n);
+            }
+        }
         for ((db, _), n) in reserved {
             if let Some(counts) = dbs.get_mut(db) {
                 counts.1 = counts.1.saturating_sub(*n);
@@ -100,10 +109,12 @@ impl Counts {
             top_slots: Vec::new(),
         };
         if let Some((s, t)) = &self.by_slot {
-            let mut t = t.clone();
-            for ((_, slot), n) in reserved {
-                let count = &mut t[usize::from(*slot)];
-                *count = count.saturating_sub(*n);
+            let (mut s, mut t) = (s.clone(), t.clone());
+            for (counts, taken) in [(&mut s, source_reserved), (&mut t, reserved)] {
+                for ((_, slot), n) in taken {
+                    let count = &mut counts[usize::from(*slot)];
+                    *count = count.saturating_sub(*n);
+                }
             }
             let mut differing: Vec<SlotCount> = (0..usize::from(SLOT_COUNT))
                 .filter(|&i| s[i] != t[i])

@@ -44,7 +44,7 @@ pub fn verify(config: &Config) -> Result<Report> {
     let dbs = dbs(config, &source, &target)?;
     let progress = Progress::new(config.progress);
     let census = census::take(&source, &target, config.slots)?;
-    let early = census.census(&BTreeMap::new());
+    let early = census.census(&BTreeMap::new(), &BTreeMap::new());
     progress.say(&format!(
         "census: {} source keys, {} target keys{}",
         early.source_keys,
@@ -98,7 +98,7 @@ pub fn verify(config: &Config) -> Result<Report> {
         &source,
         &target,
         &dbs,
-        census.census(&collector.reserved),
+        census.census(&collector.source_reserved, &collector.reserved),
         collector,
         rounds,
         started,
@@ -269,6 +269,11 @@ fn compare_batches(
         let mut c = collector.lock().unwrap_or_else(|e| e.into_inner());
         c.counts.source_keys_scanned += batch.scanned;
         c.counts.reserved_ignored += batch.reserved.len() as u64;
+        for key in &batch.reserved {
+            *c.source_reserved
+                .entry((batch.db, Slot::of_key(key).get()))
+                .or_default() += 1;
+        }
         c.add(outcomes, true, progress);
     }
 }
@@ -399,6 +404,8 @@ struct Collector {
     counts: Counts,
     /// `__ferry__:` keys on the target, per db and slot.
     reserved: BTreeMap<(u32, u16), u64>,
+    /// The same on the source (ferry's heartbeat keys), per db and slot.
+    source_reserved: BTreeMap<(u32, u16), u64>,
     /// In-scope keys compared from the source scan, and those among them differing at
     /// first (for the sample estimate).
     sampled_from_source: u64,
@@ -413,6 +420,7 @@ impl Collector {
             overflow_keys: 0,
             counts: Counts::default(),
             reserved: BTreeMap::new(),
+            source_reserved: BTreeMap::new(),
             sampled_from_source: 0,
         }
     }
