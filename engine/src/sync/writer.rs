@@ -194,22 +194,23 @@ impl StreamApplier {
                         Err(e) => Err(e),
                     },
                 };
+                // Lost links and refusals that pass (a failover, loading) are retried.
+                let retry = attempts <= self.config.max_link_failures
+                    && match &reply {
+                        Err(_) => true,
+                        Ok(Frame::Error(e)) => is_transient(&String::from_utf8_lossy(e)),
+                        Ok(_) => false,
+                    };
+                if retry {
+                    writer.link = None;
+                    tokio::time::sleep(self.config.max_backoff).await;
+                    writer.relocate(&self.target, &self.config).await;
+                    continue;
+                }
                 match reply {
                     Ok(Frame::Bulk(Some(value))) => {
                         found.push(Checkpoint::parse(&value));
                         break;
-                    }
-                    Ok(Frame::Error(e)) if !is_transient(&String::from_utf8_lossy(&e)) => {
-                        return Err(ApplyError::Rejected {
-                            key: printable(&writer.key),
-                            command: "HGET".into(),
-                            reply: String::from_utf8_lossy(&e).into_owned(),
-                        });
-                    }
-                    Ok(Frame::Error(_)) | Err(_) if attempts <= self.config.max_link_failures => {
-                        writer.link = None;
-                        tokio::time::sleep(self.config.max_backoff).await;
-                        writer.relocate(&self.target, &self.config).await;
                     }
                     Err(source) => return Err(ApplyError::Link { attempts, source }),
                     Ok(Frame::Error(e)) => {
