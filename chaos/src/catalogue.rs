@@ -2,9 +2,9 @@
 //! production brings (or a control that must be caught) and the verdict it must reach.
 
 use crate::fault::{ClientType, Fault, MaxmemoryPolicy};
-use crate::proxy::{Conditions, ProxyFault};
 use crate::scenario::{Action, Expect, Load, Mix, Scenario, Shape, Step, When};
 use crate::selector::NodeSelector;
+use crate::{Conditions, ProxyFault};
 
 fn shape(masters: usize, replicas: usize) -> Shape {
     Shape {
@@ -254,7 +254,11 @@ pub fn all() -> Vec<Scenario> {
     ];
     list.push(s);
 
-    let proxy = |source: bool, fault: ProxyFault| Action::Proxy { source, fault };
+    let proxy = |source: bool, node: NodeSelector, fault: ProxyFault| Action::Proxy {
+        source,
+        node,
+        fault,
+    };
     let set = |latency_ms, bytes_per_sec, blackhole| ProxyFault::Set {
         conditions: Conditions {
             latency_ms,
@@ -273,42 +277,46 @@ pub fn all() -> Vec<Scenario> {
         ..shape(0, 0)
     };
     s.steps = vec![
-        Step::new(When::Streaming, proxy(true, set(20, 200_000, false))),
-        after(3.0, proxy(true, ProxyFault::Heal)),
+        Step::new(
+            When::Streaming,
+            proxy(true, master(0), set(20, 200_000, false)),
+        ),
+        after(3.0, proxy(true, master(0), ProxyFault::Heal)),
     ];
     list.push(s);
 
     let mut s = scenario(
-        "partition-from-the-source",
-        "A 10 s partition between the engine and the source: nothing flows, connections stay open; once healed the stream continues, exact.",
+        "partition-from-a-source-node",
+        "A 10 s partition in front of one master of a (proxied) source cluster: nothing reaches it, connections stay open; once healed the stream continues, exact.",
         Expect::Exact,
     );
     s.source = Shape {
         proxy: true,
-        ..shape(0, 0)
+        ..shape(3, 0)
     };
     s.workload = load(2_000, 12.0, Mix::All);
     s.steps = vec![
-        Step::new(When::Streaming, proxy(true, set(0, 0, true))),
-        after(10.0, proxy(true, ProxyFault::Heal)),
+        Step::new(When::Streaming, proxy(true, master(1), set(0, 0, true))),
+        after(10.0, proxy(true, master(1), ProxyFault::Heal)),
     ];
     list.push(s);
 
     let mut s = scenario(
         "partition-and-latency-to-a-target-node",
-        "10 ms of latency, then a 10 s partition, then a reset between the engine and a (standalone) target: writes wait, resume from the checkpoint, exact.",
+        "10 ms of latency, then a 10 s partition, then a reset in front of one master of a (proxied) target cluster: writes wait, resume from the checkpoint, exact.",
         Expect::Exact,
     );
     s.target = Shape {
         proxy: true,
-        ..shape(0, 0)
+        ..shape(2, 0)
     };
     s.workload = load(2_000, 14.0, Mix::All);
+    let node = || master(1);
     s.steps = vec![
-        Step::new(When::Streaming, proxy(false, set(10, 0, false))),
-        after(1.0, proxy(false, set(0, 0, true))),
-        after(10.0, proxy(false, ProxyFault::Heal)),
-        after(1.0, proxy(false, ProxyFault::Reset)),
+        Step::new(When::Streaming, proxy(false, node(), set(10, 0, false))),
+        after(1.0, proxy(false, node(), set(0, 0, true))),
+        after(10.0, proxy(false, node(), ProxyFault::Heal)),
+        after(1.0, proxy(false, node(), ProxyFault::Reset)),
     ];
     list.push(s);
 

@@ -12,7 +12,6 @@ use serde::Serialize;
 use crate::engine::{Engine, Status};
 use crate::error::ChaosError;
 use crate::outcome::Effect;
-use crate::proxy::Proxy;
 use crate::scenario::{Action, Expect, Mix, Scenario, When};
 
 /// How scenarios run.
@@ -112,6 +111,17 @@ impl Run<'_> {
         result.map(|_| ())
     }
 
+    /// Lets `time` pass, watching the engine's lag meanwhile (faults show there).
+    fn idle(&mut self, engine: Option<&Engine>, time: Duration) {
+        let until = Instant::now() + time;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            if let Some(status) = engine.and_then(Engine::status) {
+                self.max_lag_ms = self.max_lag_ms.max(status.lag_ms);
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+
     /// Folds a dying engine's counters into the totals.
     fn retire(&mut self, engine: &mut Engine) {
         if let Some(status) = engine.status() {
@@ -164,7 +174,9 @@ fn run_inner(
 ) -> Result<(), ChaosError> {
     let start = |shape: &crate::scenario::Shape| -> Result<Box<dyn Deployment>, ChaosError> {
         if shape.masters == 0 {
-            let mut builder = LocalServer::builder().replicas(shape.replicas);
+            let mut builder = LocalServer::builder()
+                .replicas(shape.replicas)
+                .proxied(shape.proxy);
             for line in &shape.config {
                 builder = builder.config(line.clone());
             }
@@ -172,7 +184,8 @@ fn run_inner(
         }
         let mut builder = LocalCluster::builder()
             .masters(shape.masters)
-            .replicas(shape.replicas);
+            .replicas(shape.replicas)
+            .proxied(shape.proxy);
         for line in &shape.config {
             builder = builder.config(line.clone());
         }
@@ -182,23 +195,10 @@ fn run_inner(
     let target = start(&scenario.target)?;
     let source = source.as_ref();
     let target = target.as_ref();
-    // The engine's way to a deployment: direct, or through a proxy (standalone only: a
-    // cluster's clients follow the addresses the cluster announces).
-    let proxied = |deployment: &dyn Deployment,
-                   shape: &crate::scenario::Shape|
-     -> Result<(String, Option<Proxy>), ChaosError> {
-        let addr = deployment.nodes()[0].addr();
-        if !shape.proxy {
-            return Ok((addr.url(), None));
-        }
-        let upstream: std::net::SocketAddr = format!("{}:{}", addr.host, addr.port)
-            .parse()
-            .map_err(|e| ChaosError::Engine(format!("{addr}: {e}")))?;
-        let proxy = Proxy::start(upstream)?;
-        Ok((format!("redis://{}", proxy.addr()), Some(proxy)))
-    };
-    let (source_engine_url, source_proxy) = proxied(source, &scenario.source)?;
-    let (target_engine_url, target_proxy) = proxied(target, &scenario.target)?;
+    // A proxied deployment's nodes announce their proxies: the engine, replicas and the
+    // workload all go through them.
+    let source_engine_url = source.nodes()[0].addr().url();
+    let target_engine_url = target.nodes()[0].addr().url();
     std::fs::create_dir_all(&config.log_dir)
         .map_err(|e| ChaosError::Engine(format!("{}: {e}", config.log_dir.display())))?;
     let log = config.log_dir.join(format!("{}.log", scenario.name));
@@ -269,7 +269,7 @@ fn run_inner(
     let (mut dead_source, mut dead_target) = (Vec::new(), Vec::new());
     for step in &scenario.steps {
         match &step.when {
-            When::After { seconds } => std::thread::sleep(Duration::from_secs_f64(*seconds)),
+            When::After { seconds } => run.idle(engine.as_ref(), Duration::from_secs_f64(*seconds)),
             when => {
                 let e = engine.as_mut().ok_or_else(|| {
                     ChaosError::Engine(
@@ -328,21 +328,23 @@ fn run_inner(
             }
             Action::Proxy {
                 source: on_source,
+                node,
                 fault,
             } => {
-                let proxy = if *on_source {
-                    &source_proxy
+                let (side, deployment) = if *on_source {
+                    ("source", source)
                 } else {
-                    &target_proxy
+                    ("target", target)
                 };
-                let proxy = proxy.as_ref().ok_or_else(|| {
-                    ChaosError::Engine("the scenario changes a proxy it does not have".into())
-                })?;
+                let addr = node.resolve(deployment)?;
+                let proxy = deployment
+                    .node(&addr)
+                    .and_then(|n| n.proxy())
+                    .ok_or_else(|| {
+                        ChaosError::Engine(format!("{side} node {addr} has no proxy (shape.proxy)"))
+                    })?;
                 proxy.apply(*fault);
-                run.event(format!(
-                    "{} proxy: {fault:?}",
-                    if *on_source { "source" } else { "target" }
-                ));
+                run.event(format!("{side} proxy of {addr}: {fault:?}"));
             }
             Action::StopWorkload => {
                 if let Some(w) = writes.take() {

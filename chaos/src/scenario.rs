@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::fault::Fault;
+use crate::selector::NodeSelector;
 
 /// One scenario of the catalogue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,7 +38,8 @@ pub struct Shape {
     /// Extra config lines for every node (`maxmemory-policy allkeys-lru`).
     #[serde(default)]
     pub config: Vec<String>,
-    /// The engine reaches this (standalone) deployment through a fault-injecting proxy.
+    /// Every node sits behind a fault-injecting proxy whose port it announces, so the engine
+    /// (and every other client) reaches it through the proxy.
     #[serde(default)]
     pub proxy: bool,
 }
@@ -92,11 +94,14 @@ pub enum Action {
     StartEngine,
     /// Stop the workload now (the source goes quiet).
     StopWorkload,
-    /// Change the proxy between the engine and the source (`source: true`) or the target.
+    /// Change the proxy in front of a source (`source: true`) or target node (default: the
+    /// first master).
     Proxy {
         source: bool,
+        #[serde(default = "first_master")]
+        node: NodeSelector,
         #[serde(flatten)]
-        fault: crate::proxy::ProxyFault,
+        fault: crate::ProxyFault,
     },
     /// Run a Lua script on the source master owning the first key (controls that write
     /// behind replication's back).
@@ -132,4 +137,8 @@ impl Step {
     pub fn new(when: When, action: Action) -> Self {
         Step { when, action }
     }
+}
+
+fn first_master() -> NodeSelector {
+    NodeSelector::Master(0)
 }

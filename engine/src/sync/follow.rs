@@ -11,10 +11,10 @@
 //!   <offset+1>` goes to the shard's master (rediscovered: it may be a promoted replica).
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::checkpoint::{heartbeat_key, Checkpoint, ShardId};
-use super::run::{Phase, ShardReport, ShardSync, SyncError, SyncMode};
+use super::run::{now_ms, Phase, ShardReport, ShardSync, SyncError, SyncMode, HEARTBEAT_PERIOD};
 use super::stream::{Routed, StreamRouter};
 use super::writer::StreamApplier;
 use crate::apply::ApplyError;
@@ -393,6 +393,9 @@ impl ShardSync {
         self.progress
             .lag_ms
             .store(now_ms().saturating_sub(sent), Ordering::Relaxed);
+        self.progress
+            .heartbeat_sent_ms
+            .fetch_max(sent, Ordering::Relaxed);
     }
 
     /// The source's `COMMAND` table: which arguments of each command are keys.
@@ -433,13 +436,6 @@ async fn current_master(
     Some(fresh.topology.owner(first)?.master.clone())
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
-
 /// Every 250 ms the source master's replication offset (for lag in bytes and `caught_up`),
 /// every second a heartbeat key with the time in milliseconds (for lag in seconds), when
 /// enabled and the source accepts it. Resharding of the source stops the shard.
@@ -461,6 +457,13 @@ async fn heartbeat(
     let mut link: Option<Link> = None;
     let mut write = write;
     let mut tick = 0u64;
+    if write {
+        // Counts as the last heartbeat until one arrives: a link that goes silent before
+        // the first one shows as growing lag too.
+        progress
+            .heartbeat_sent_ms
+            .fetch_max(now_ms(), Ordering::Relaxed);
+    }
     loop {
         // The offset is polled four times a second (it decides `caught_up`), the heartbeat
         // written once a second.
@@ -495,6 +498,9 @@ async fn heartbeat(
         }
         if let Some(offset) = info.get("master_repl_offset").and_then(|o| o.parse().ok()) {
             progress.source_offset.store(offset, Ordering::Relaxed);
+            progress
+                .source_offset_read_ms
+                .store(now_ms(), Ordering::Relaxed);
         }
         if source.topology.cluster {
             if let Ok(Frame::Bulk(Some(nodes))) = l.call(&["CLUSTER", "NODES"]).await {
@@ -504,7 +510,7 @@ async fn heartbeat(
                 }
             }
         }
-        if write && tick % 4 == 0 {
+        if write && tick % (HEARTBEAT_PERIOD.as_millis() as u64 / 250) == 0 {
             let now = now_ms().to_string();
             let reply = l
                 .call(&[&b"SET"[..], &key, now.as_bytes(), b"PX", b"60000"])
@@ -513,6 +519,7 @@ async fn heartbeat(
                 Ok(Frame::Error(e)) => {
                     tracing::warn!(node = %master, reply = %String::from_utf8_lossy(&e), "the source refuses the heartbeat key; lag in seconds is not measured");
                     write = false;
+                    progress.heartbeat_sent_ms.store(0, Ordering::Relaxed);
                 }
                 Ok(_) => {}
                 Err(_) => link = None,

@@ -139,6 +139,20 @@ pub enum Phase {
     Streaming = 4,
 }
 
+/// How often the heartbeat key is written on each source master.
+pub(super) const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
+/// How recent the source offset must be for a shard to count as caught up (it is read four
+/// times a second).
+const OFFSET_FRESHNESS: Duration = Duration::from_secs(1);
+
+/// Milliseconds since the epoch on this machine's clock.
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
 /// Live counters of one source shard, readable from any thread.
 #[derive(Debug)]
 pub struct ShardProgress {
@@ -153,6 +167,10 @@ pub struct ShardProgress {
     pub(super) source_offset: AtomicU64,
     /// Milliseconds between a heartbeat written on the source and its arrival here.
     pub(super) lag_ms: AtomicU64,
+    /// When the last heartbeat that arrived was written (engine clock, ms since the epoch).
+    pub(super) heartbeat_sent_ms: AtomicU64,
+    /// When `source_offset` was last read from the source (ms since the epoch).
+    pub(super) source_offset_read_ms: AtomicU64,
     /// Stream commands applied.
     pub(super) stream_commands: AtomicU64,
     /// Full resyncs and partial resumes since the start.
@@ -177,6 +195,8 @@ impl ShardProgress {
             applied_offset: AtomicU64::new(0),
             source_offset: AtomicU64::new(0),
             lag_ms: AtomicU64::new(0),
+            heartbeat_sent_ms: AtomicU64::new(0),
+            source_offset_read_ms: AtomicU64::new(0),
             stream_commands: AtomicU64::new(0),
             full_resyncs: AtomicU64::new(0),
             resumes: AtomicU64::new(0),
@@ -206,9 +226,17 @@ impl ShardProgress {
         self.source_offset().saturating_sub(self.applied_offset())
     }
 
-    /// Heartbeat lag in milliseconds.
+    /// Heartbeat lag in milliseconds: the age of the last heartbeat when it arrived, and,
+    /// when heartbeats stop arriving (a silent or unreachable source link), growing with the
+    /// time since the last one beyond the heartbeat period.
     pub fn lag_ms(&self) -> u64 {
-        self.lag_ms.load(Ordering::Relaxed)
+        let at_arrival = self.lag_ms.load(Ordering::Relaxed);
+        let sent = self.heartbeat_sent_ms.load(Ordering::Relaxed);
+        if sent == 0 {
+            return at_arrival;
+        }
+        let overdue = now_ms().saturating_sub(sent + HEARTBEAT_PERIOD.as_millis() as u64);
+        at_arrival.max(overdue)
     }
 
     pub fn stream_commands(&self) -> u64 {
@@ -223,11 +251,14 @@ impl ShardProgress {
         self.resumes.load(Ordering::Relaxed)
     }
 
-    /// Streaming, and the target has applied everything the source had when last asked.
+    /// Streaming, and the target has applied everything the source had when last asked, and
+    /// that was within the last second (an unreachable source is never caught up with).
     pub fn caught_up(&self) -> bool {
+        let read = self.source_offset_read_ms.load(Ordering::Relaxed);
         self.phase() == Phase::Streaming
             && self.source_offset() > 0
             && self.applied_offset() >= self.source_offset()
+            && now_ms().saturating_sub(read) <= OFFSET_FRESHNESS.as_millis() as u64
     }
 
     pub fn phase(&self) -> Phase {
@@ -638,5 +669,51 @@ impl ShardSync {
             "snapshot applied"
         );
         Ok((snapshot_bytes, stats, apply))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streaming_shard() -> ShardProgress {
+        let shard = ShardProgress::new(NodeAddr::new("127.0.0.1", 7000));
+        shard.set_phase(Phase::Streaming);
+        shard.source_offset.store(100, Ordering::Relaxed);
+        shard.applied_offset.store(100, Ordering::Relaxed);
+        shard
+    }
+
+    #[test]
+    fn caught_up_needs_a_recent_source_offset() {
+        let shard = streaming_shard();
+        shard
+            .source_offset_read_ms
+            .store(now_ms(), Ordering::Relaxed);
+        assert!(shard.caught_up());
+        shard
+            .source_offset_read_ms
+            .store(now_ms() - 5_000, Ordering::Relaxed);
+        assert!(
+            !shard.caught_up(),
+            "a source last heard of 5 s ago is not caught up with"
+        );
+    }
+
+    #[test]
+    fn lag_grows_while_heartbeats_stop_arriving() {
+        let shard = streaming_shard();
+        assert_eq!(shard.lag_ms(), 0, "no heartbeat yet: nothing measured");
+        shard.lag_ms.store(3, Ordering::Relaxed);
+        shard.heartbeat_sent_ms.store(now_ms(), Ordering::Relaxed);
+        assert_eq!(shard.lag_ms(), 3, "within the period: the lag at arrival");
+        shard
+            .heartbeat_sent_ms
+            .store(now_ms() - 10_000, Ordering::Relaxed);
+        let lag = shard.lag_ms();
+        assert!(
+            (8_900..=9_100).contains(&lag),
+            "overdue by about 9 s: {lag}"
+        );
     }
 }
