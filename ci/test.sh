@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash ci/setup.sh
+bash ci/redis-image.sh
 export FERRY_SERVERS_DIR="${FERRY_SERVERS_DIR:-$HOME/.cache/ferry/servers}"
 
 step() { printf '\n== %s\n' "$*"; }
