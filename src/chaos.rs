@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use ferry_chaos::report::{render, Format};
-use ferry_chaos::{catalogue, describe, RunConfig};
+use ferry_chaos::{catalogue, describe, Backend, RunConfig};
 
 #[derive(Args)]
 pub struct ChaosArgs {
@@ -22,6 +22,35 @@ enum ChaosCommand {
     Run(RunArgs),
     /// Run random fault schedules (seeded; a failure shrinks to the smallest failing one).
     Fuzz(FuzzArgs),
+}
+
+/// Where the scenarios' deployments run.
+#[derive(Args)]
+struct BackendArgs {
+    /// `local`: server processes on this machine; `docker`: containers of the local Docker
+    /// engine, on the host's network (every scenario runs on both).
+    #[arg(long, value_name = "local|docker", default_value = "local", value_parser = ["local", "docker"])]
+    backend: String,
+    /// The server image for `--backend docker` (default: the one `ci/redis-image.sh` builds
+    /// from the default server, or `$FERRY_IMAGE`), e.g. `redis:7.2`.
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<String>,
+}
+
+impl BackendArgs {
+    fn backend(&self) -> Result<Backend> {
+        let backend = match self.backend.as_str() {
+            "docker" => Backend::Docker {
+                image: self.image.clone(),
+            },
+            _ if self.image.is_some() => bail!("--image needs --backend docker"),
+            _ => Backend::Local,
+        };
+        if let Some(why) = backend.unavailable() {
+            bail!("the {} backend cannot run here: {why}", self.backend);
+        }
+        Ok(backend)
+    }
 }
 
 #[derive(Args)]
@@ -41,6 +70,8 @@ struct FuzzArgs {
     /// An extra `ferry sync` argument for every run (repeatable).
     #[arg(long = "sync-arg", value_name = "ARG", allow_hyphen_values = true)]
     sync_args: Vec<String>,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 #[derive(Args)]
@@ -63,14 +94,21 @@ struct RunArgs {
     /// `--sync-arg=--apply --sync-arg=at-least-once` to see which scenarios that breaks.
     #[arg(long = "sync-arg", value_name = "ARG", allow_hyphen_values = true)]
     sync_args: Vec<String>,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 /// This binary as the engine, logs in `log_dir` (a temporary directory by default).
-fn run_config(log_dir: Option<std::path::PathBuf>, seed: u64) -> Result<RunConfig> {
+fn run_config(
+    log_dir: Option<std::path::PathBuf>,
+    seed: u64,
+    backend: &BackendArgs,
+) -> Result<RunConfig> {
     Ok(RunConfig {
         ferry: std::env::current_exe().context("finding the ferry binary")?,
         log_dir: log_dir.unwrap_or_else(|| std::env::temp_dir().join("ferry-chaos")),
         seed,
+        backend: backend.backend()?,
     })
 }
 
@@ -91,7 +129,7 @@ pub fn run(args: ChaosArgs) -> Result<ExitCode> {
 }
 
 fn fuzz(args: FuzzArgs) -> Result<ExitCode> {
-    let config = run_config(args.log_dir.clone(), args.seed)?;
+    let config = run_config(args.log_dir.clone(), args.seed, &args.backend)?;
     eprintln!(
         "fuzzing {} schedules from seed {} ...",
         args.cases, args.seed
@@ -155,7 +193,7 @@ fn run_scenarios(args: RunArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
-    let config = run_config(args.log_dir.clone(), args.seed)?;
+    let config = run_config(args.log_dir.clone(), args.seed, &args.backend)?;
     let mut reports = Vec::new();
     for scenario in &scenarios {
         eprintln!("running {} ...", scenario.name);

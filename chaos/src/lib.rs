@@ -13,6 +13,7 @@
 //! before and after, the keys flushed...). Faults are serde values, so scenarios can list them
 //! in TOML or JSON.
 
+mod backend;
 pub mod catalogue;
 mod engine;
 mod error;
@@ -25,6 +26,7 @@ mod runner;
 mod scenario;
 mod selector;
 
+pub use backend::Backend;
 pub use engine::{Engine, Status};
 pub use error::ChaosError;
 pub use fault::{ClientType, Fault, MaxmemoryPolicy, UnknownPolicy, MIN_BACKLOG_SIZE};

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ferry_fixtures::data::OpKind;
-use ferry_fixtures::{Dataset, Deployment, LocalCluster, LocalServer, Workload};
+use ferry_fixtures::{Dataset, Workload};
 use serde::Serialize;
 
 use crate::engine::{Engine, Status};
+use crate::backend::Backend;
 use crate::error::ChaosError;
 use crate::outcome::Effect;
 use crate::scenario::{Action, Expect, Mix, Scenario, When};
@@ -23,6 +24,8 @@ pub struct RunConfig {
     pub log_dir: PathBuf,
     /// Seeds the dataset and workload.
     pub seed: u64,
+    /// Where the deployments run.
+    pub backend: Backend,
 }
 
 /// Something that happened during a run, at seconds since its start.
@@ -172,27 +175,8 @@ fn run_inner(
     started: Instant,
     report: &mut ScenarioReport,
 ) -> Result<(), ChaosError> {
-    let start = |shape: &crate::scenario::Shape| -> Result<Box<dyn Deployment>, ChaosError> {
-        if shape.masters == 0 {
-            let mut builder = LocalServer::builder()
-                .replicas(shape.replicas)
-                .proxied(shape.proxy);
-            for line in &shape.config {
-                builder = builder.config(line.clone());
-            }
-            return Ok(Box::new(builder.start()?));
-        }
-        let mut builder = LocalCluster::builder()
-            .masters(shape.masters)
-            .replicas(shape.replicas)
-            .proxied(shape.proxy);
-        for line in &shape.config {
-            builder = builder.config(line.clone());
-        }
-        Ok(Box::new(builder.start()?))
-    };
-    let source = start(&scenario.source)?;
-    let target = start(&scenario.target)?;
+    let source = config.backend.start(&scenario.source)?;
+    let target = config.backend.start(&scenario.target)?;
     let source = source.as_ref();
     let target = target.as_ref();
     // A proxied deployment's nodes announce their proxies: the engine, replicas and the
