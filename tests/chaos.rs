@@ -79,3 +79,33 @@ fn random_fault_schedules_stay_exact() {
         "{text}"
     );
 }
+
+#[test]
+fn scenarios_run_on_containers_too() {
+    if let Some(why) = ferry_fixtures::container::unavailable(None) {
+        eprintln!("SKIPPED: scenarios_run_on_containers_too: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("chaos.json");
+    // A failover, a partition behind a proxy and engine SIGKILLs, on containers.
+    let (code, text) = ferry(&[
+        "chaos",
+        "run",
+        "kill-source-master-while-streaming",
+        "partition-from-a-source-node",
+        "sigkill-engine-repeatedly",
+        "--backend",
+        "docker",
+        "--report",
+        report.to_str().unwrap(),
+        "--log-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let scenarios = json["scenarios"].as_array().expect("scenarios");
+    assert_eq!(scenarios.len(), 3);
+    assert!(scenarios.iter().all(|s| s["passed"] == true), "{json}");
+}

@@ -68,7 +68,9 @@ impl Backend {
                 let mut builder = shape
                     .config
                     .iter()
-                    .fold(ContainerCluster::builder(), |b, line| b.config(line.clone()))
+                    .fold(ContainerCluster::builder(), |b, line| {
+                        b.config(line.clone())
+                    })
                     .masters(shape.masters)
                     .replicas(shape.replicas)
                     .proxied(shape.proxy);

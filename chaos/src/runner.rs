@@ -9,8 +9,8 @@ use ferry_fixtures::data::OpKind;
 use ferry_fixtures::{Dataset, Workload};
 use serde::Serialize;
 
-use crate::engine::{Engine, Status};
 use crate::backend::Backend;
+use crate::engine::{Engine, Status};
 use crate::error::ChaosError;
 use crate::outcome::Effect;
 use crate::scenario::{Action, Expect, Mix, Scenario, When};
