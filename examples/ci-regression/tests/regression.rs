@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ferry_ci_regression::{ferry, skip_without_containers, spawn_ferry};
-use ferry_fixtures::{ContainerCluster, Dataset, Deployment, Node, Workload};
+use ferry_fixtures::{ContainerCluster, Dataset, Deployment, Workload};
 
 #[test]
 fn a_live_migration_through_a_source_failover_verifies_exact() {
