@@ -10,17 +10,19 @@ pub enum VerifyError {
         url: String,
         reason: String,
     },
-    #[error("cannot connect to {side} node {addr}: {source}")]
+    // The redis error is part of the message and deliberately not a `source`: printing the
+    // chain would repeat it (and its I/O cause) after the message.
+    #[error("cannot connect to {side} node {addr}: {error}")]
     Connect {
         side: &'static str,
         addr: NodeAddr,
-        source: redis::RedisError,
+        error: redis::RedisError,
     },
-    #[error("{side} node {addr}: {source}")]
+    #[error("{side} node {addr}: {error}")]
     Redis {
         side: &'static str,
         addr: NodeAddr,
-        source: redis::RedisError,
+        error: redis::RedisError,
     },
     #[error("{side} node {addr}: unexpected reply to {command}: {detail}")]
     Reply {

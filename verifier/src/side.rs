@@ -371,10 +371,10 @@ impl Side {
     /// Opens a connection to `addr` with `db` selected; `READONLY` when it is a cluster
     /// replica that is read.
     pub(crate) fn connect(&self, addr: &NodeAddr, db: u32, readonly: bool) -> Result<Link> {
-        let connect_err = |source| VerifyError::Connect {
+        let connect_err = |error| VerifyError::Connect {
             side: self.name,
             addr: addr.clone(),
-            source,
+            error,
         };
         let client = redis::Client::open(self.endpoint.info_for(addr, db)).map_err(connect_err)?;
         let conn = client
@@ -655,11 +655,11 @@ impl Link {
         Ok(replies)
     }
 
-    pub(crate) fn error(&self, source: redis::RedisError) -> VerifyError {
+    pub(crate) fn error(&self, error: redis::RedisError) -> VerifyError {
         VerifyError::Redis {
             side: self.side,
             addr: self.addr.clone(),
-            source,
+            error,
         }
     }
 

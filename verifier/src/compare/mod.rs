@@ -908,9 +908,9 @@ impl<'a> Comparator<'a> {
 fn unreadable_on_error(compared: Result<Option<Detail>>) -> Result<Option<Detail>> {
     match compared {
         Ok(detail) => Ok(detail),
-        Err(VerifyError::Redis { source, .. }) if source.code().is_some() => {
+        Err(VerifyError::Redis { error, .. }) if error.code().is_some() => {
             Ok(Some(Detail::Unreadable {
-                reason: source.to_string(),
+                reason: error.to_string(),
             }))
         }
         Err(e) => Err(e),
