@@ -36,9 +36,14 @@ pub struct VerifyArgs {
     /// Re-check rounds for differing keys (keys changing in every round are unstable).
     #[arg(long, default_value_t = 3)]
     rounds: u32,
-    /// Pause before each re-check round, so a live copy can catch up.
+    /// Pause before each re-check round, so a live copy can catch up (when the target holds
+    /// no checkpoints of `ferry sync`).
     #[arg(long, value_name = "MS", default_value_t = 1_000)]
     recheck_interval_ms: u64,
+    /// When the target holds checkpoints of `ferry sync`: how long each re-check round waits
+    /// for the target to apply everything the source had, instead of the pause.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    catch_up_limit_ms: u64,
     /// Compare only this db (repeatable; default: every db with keys; a cluster has db 0).
     #[arg(long = "db", value_name = "N")]
     dbs: Vec<u32>,
@@ -142,6 +147,7 @@ pub fn run(args: VerifyArgs) -> Result<u8> {
     config.ttl_tolerance = Duration::from_millis(args.ttl_tolerance_ms);
     config.rounds = args.rounds;
     config.recheck_interval = Duration::from_millis(args.recheck_interval_ms);
+    config.catch_up_limit = Duration::from_millis(args.catch_up_limit_ms);
     let bytes = |items: Vec<String>| items.into_iter().map(String::into_bytes).collect();
     config.filter = Filter {
         dbs: args.dbs,

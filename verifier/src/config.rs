@@ -144,6 +144,9 @@ pub struct Config {
     pub rounds: u32,
     /// Pause before each re-check round, so a live copy can catch up.
     pub recheck_interval: Duration,
+    /// When the target holds ferry's checkpoints: how long a re-check round waits for the
+    /// target to apply what the source had (instead of the pause).
+    pub catch_up_limit: Duration,
     pub filter: Filter,
     /// Only keys whose slot is in this range.
     pub slots: Option<SlotRange>,
@@ -169,6 +172,7 @@ impl Config {
             ttl_tolerance: Duration::from_millis(1_000),
             rounds: 3,
             recheck_interval: Duration::from_millis(1_000),
+            catch_up_limit: Duration::from_secs(10),
             filter: Filter::default(),
             slots: None,
             sample: None,

@@ -22,6 +22,7 @@
 //!
 //! See [`report`] for the report formats and the JSON schema.
 
+mod catchup;
 mod census;
 mod compare;
 mod config;

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use ferry_engine::route::Slot;
 
+use crate::catchup::{self, CatchUp};
 use crate::census;
 use crate::compare::{Comparator, KeyOutcome};
 use crate::config::{Config, RESERVED_PREFIX};
@@ -482,7 +483,23 @@ fn recheck(
         if collector.tracked.is_empty() {
             break;
         }
-        std::thread::sleep(config.recheck_interval);
+        // A live copy by ferry: wait until the target applied what the source had; without
+        // checkpoints (or when that takes too long), give it the pause instead.
+        let mut caught_up_ms = None;
+        match catchup::await_applied(source, target, config.catch_up_limit)? {
+            CatchUp::CaughtUp(after) => {
+                caught_up_ms = Some(after.as_millis() as u64);
+                progress.say(&format!(
+                    "round {round}: the target applied everything the source had (waited {} ms)",
+                    after.as_millis()
+                ))
+            }
+            CatchUp::TimedOut => progress.say(&format!(
+                "round {round}: the target did not apply the source's position within {} s; re-checking anyway",
+                config.catch_up_limit.as_secs_f64()
+            )),
+            CatchUp::NoCheckpoints => std::thread::sleep(config.recheck_interval),
+        }
         let mut by_db: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
         for (db, key) in collector.tracked.keys() {
             by_db.entry(*db).or_default().push(key.clone());
@@ -493,6 +510,7 @@ fn recheck(
             resolved: 0,
             changed: 0,
             differing: 0,
+            caught_up_ms,
         };
         for (db, keys) in by_db {
             for chunk in keys.chunks(config.windows.scan_count) {

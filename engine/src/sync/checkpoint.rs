@@ -22,8 +22,13 @@ pub struct ShardId(String);
 
 impl ShardId {
     pub fn of(shard: &Shard) -> Self {
-        let first = shard.slots.iter().map(|r| r.first.get()).min().unwrap_or(0);
-        ShardId(format!("slots-from-{first}"))
+        let first = shard.slots.iter().map(|r| r.first).min();
+        Self::from_first_slot(first.unwrap_or(Slot::new(0).expect("slot 0")))
+    }
+
+    /// The id of the source shard whose lowest slot is `first`.
+    pub fn from_first_slot(first: Slot) -> Self {
+        ShardId(format!("slots-from-{}", first.get()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -21,7 +21,7 @@
 //!   "counts": { "source_keys_scanned", "target_keys_scanned", "keys_compared",
 //!               "out_of_scope", "reserved_ignored", "differing_keys", "differences",
 //!               "unstable_keys", "resolved_on_recheck", "differences_not_kept" },
-//!   "rounds": [{ "round", "rechecked", "resolved", "changed", "differing" }],
+//!   "rounds": [{ "round", "rechecked", "resolved", "changed", "differing", "caught_up_ms"? }],
 //!   "breakdown": [{ "type", "kind", "count" }],
 //!   "differences": [Difference],
 //!   "unstable": [{ "key", "key_escaped"?, "db", "slot", "kinds": [kind], "rounds_changed" }],
@@ -153,6 +153,10 @@ pub struct Round {
     /// Keys read differently than in the round before (they are being written).
     pub changed: u64,
     pub differing: u64,
+    /// When the target holds ferry's checkpoints and applied everything the source had
+    /// before the round re-read: how long that took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caught_up_ms: Option<u64>,
 }
 
 /// Differences of one type and kind.

@@ -1,6 +1,7 @@
 //! The verifier against real servers: seeded differences of every kind and type, clean
 //! copies, live writes, big keys, diagnosis, filters and reports.
 
+mod catchup;
 mod copy;
 mod diagnosis;
 mod kinds;
