@@ -260,28 +260,28 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
             let outcome = tokio::select! {
                 outcome = sync.run() => outcome.map(|_| ()),
                 signal = stop_signal() => {
-                    reporter.abort();
+                    stop_reporter(reporter).await;
                     eprintln!("\nstopped by {signal}; run the same command again to resume from the target's checkpoints");
                     return Ok(ExitCode::SUCCESS);
                 }
                 () = caught_up => {
-                    reporter.abort();
+                    stop_reporter(reporter).await;
                     eprintln!("\ncaught up on every shard; stopping (run the same command again to resume)");
                     return Ok(ExitCode::SUCCESS);
                 }
             };
-            reporter.abort();
+            stop_reporter(reporter).await;
             outcome?;
             bail!("the sync stopped without an error");
         }
         let outcome = tokio::select! {
             outcome = sync.run() => outcome,
             signal = stop_signal() => {
-                reporter.abort();
+                stop_reporter(reporter).await;
                 bail!("stopped by {signal}; the target holds a partial copy (run again with --existing replace)");
             }
         };
-        reporter.abort();
+        stop_reporter(reporter).await;
         let report = outcome?;
         let secs = report.elapsed.as_secs_f64().max(1e-9);
         for shard in &report.shards {
@@ -359,47 +359,144 @@ async fn wait_caught_up(shards: Vec<Arc<ShardProgress>>, hold: Option<f64>) {
     }
 }
 
-/// Prints per-shard progress: a line rewritten in place on a terminal, a log line every few
-/// seconds otherwise.
+/// Stops the progress reporter and waits until it is gone (its bars cleared).
+async fn stop_reporter(reporter: tokio::task::JoinHandle<()>) {
+    reporter.abort();
+    let _ = reporter.await;
+}
+
+/// Prints progress: on a terminal one bar per shard (snapshot keys read of those the
+/// snapshot announced, keys/s, ETA, MB received; then the stream's lag), refreshed twice a
+/// second; otherwise a summary log line every 5 seconds.
 async fn report_progress(shards: Vec<Arc<ShardProgress>>) {
-    let terminal = std::io::stderr().is_terminal();
-    let every = if terminal {
-        Duration::from_millis(500)
+    if std::io::stderr().is_terminal() {
+        progress_bars(shards).await
     } else {
-        Duration::from_secs(5)
-    };
+        progress_lines(shards).await
+    }
+}
+
+async fn progress_lines(shards: Vec<Arc<ShardProgress>>) {
     let started = Instant::now();
     loop {
-        tokio::time::sleep(every).await;
-        let secs = started.elapsed().as_secs_f64();
-        let keys: u64 = shards.iter().map(|s| s.applied_keys()).sum();
-        let received: u64 = shards.iter().map(|s| s.received()).sum();
-        let done = shards.iter().filter(|s| s.phase() == Phase::Done).count();
-        let streaming = shards
-            .iter()
-            .filter(|s| s.phase() == Phase::Streaming)
-            .count();
-        let line = if streaming > 0 {
-            let commands: u64 = shards.iter().map(|s| s.stream_commands()).sum();
-            let lag_bytes: u64 = shards.iter().map(|s| s.lag_bytes()).sum();
-            let lag_ms = shards.iter().map(|s| s.lag_ms()).max().unwrap_or(0);
-            let caught_up = shards.iter().filter(|s| s.caught_up()).count();
-            format!(
-                "{streaming}/{} shards streaming ({caught_up} caught up), {keys} snapshot keys, {commands} stream writes applied, lag {lag_bytes} B / {lag_ms} ms",
-                shards.len()
-            )
-        } else {
-            format!(
-                "{done}/{} shards done, {:.1} MB received, {keys} keys applied ({:.0} keys/s)",
-                shards.len(),
-                received as f64 / 1e6,
-                keys as f64 / secs
-            )
-        };
-        if terminal {
-            eprint!("\r{line}   ");
-        } else {
-            eprintln!("{line}");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        eprintln!("{}", summary_line(&shards, started.elapsed()));
+    }
+}
+
+/// One line about every shard: streaming counters once any shard streams, snapshot
+/// counters before.
+fn summary_line(shards: &[Arc<ShardProgress>], elapsed: Duration) -> String {
+    let keys: u64 = shards.iter().map(|s| s.applied_keys()).sum();
+    let received: u64 = shards.iter().map(|s| s.received()).sum();
+    let done = shards.iter().filter(|s| s.phase() == Phase::Done).count();
+    let streaming = shards
+        .iter()
+        .filter(|s| s.phase() == Phase::Streaming)
+        .count();
+    if streaming > 0 {
+        let commands: u64 = shards.iter().map(|s| s.stream_commands()).sum();
+        let lag_bytes: u64 = shards.iter().map(|s| s.lag_bytes()).sum();
+        let lag_ms = shards.iter().map(|s| s.lag_ms()).max().unwrap_or(0);
+        let caught_up = shards.iter().filter(|s| s.caught_up()).count();
+        format!(
+            "{streaming}/{} shards streaming ({caught_up} caught up), {keys} snapshot keys, {commands} stream writes applied, lag {lag_bytes} B / {lag_ms} ms",
+            shards.len()
+        )
+    } else {
+        format!(
+            "{done}/{} shards done, {:.1} MB received, {keys} keys applied ({:.0} keys/s)",
+            shards.len(),
+            received as f64 / 1e6,
+            keys as f64 / elapsed.as_secs_f64().max(0.001)
+        )
+    }
+}
+
+async fn progress_bars(shards: Vec<Arc<ShardProgress>>) {
+    use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+    /// Clears the bars when the task ends (it is aborted once the sync is over), so the
+    /// summary prints on a clean screen.
+    struct Clear(MultiProgress);
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            let _ = self.0.clear();
         }
+    }
+    let bars = Clear(MultiProgress::new());
+    let loading = ProgressStyle::with_template(
+        "{prefix:>21} [{bar:28}] {percent:>3}% {human_pos}/{human_len} keys  ETA {eta:>4}  {msg}",
+    )
+    .expect("valid template")
+    .progress_chars("=> ");
+    let unknown = ProgressStyle::with_template("{prefix:>21} {spinner} {human_pos} keys  {msg}")
+        .expect("valid template");
+    let plain = ProgressStyle::with_template("{prefix:>21} {msg}").expect("valid template");
+    let shown: Vec<ProgressBar> = shards
+        .iter()
+        .map(|shard| {
+            let bar = bars.0.add(ProgressBar::new(0));
+            bar.set_prefix(shard.source.to_string());
+            bar.set_style(plain.clone());
+            bar
+        })
+        .collect();
+    // When each shard's current transfer began, for its rate.
+    let mut transfer_started: Vec<Option<Instant>> = vec![None; shards.len()];
+    loop {
+        for ((shard, bar), began) in shards.iter().zip(&shown).zip(&mut transfer_started) {
+            let (read, expected) = shard.snapshot_keys();
+            if shard.phase() != Phase::Transfer {
+                *began = None;
+            }
+            let began = *began.get_or_insert_with(Instant::now);
+            let rate = read as f64 / began.elapsed().as_secs_f64().max(0.001);
+            let received = format!(
+                "{:.0} keys/s, {:.1} MB received",
+                rate,
+                shard.received() as f64 / 1e6
+            );
+            match shard.phase() {
+                Phase::Transfer if expected > 0 => {
+                    bar.set_style(loading.clone());
+                    bar.set_length(expected.max(read));
+                    bar.set_position(read);
+                    bar.set_message(received);
+                }
+                Phase::Transfer => {
+                    bar.set_style(unknown.clone());
+                    bar.set_position(read);
+                    bar.set_message(received);
+                }
+                Phase::Streaming => {
+                    bar.set_style(plain.clone());
+                    bar.set_message(format!(
+                        "streaming{}: {} writes applied, lag {} B / {} ms ({} snapshot keys)",
+                        if shard.caught_up() { ", caught up" } else { "" },
+                        shard.stream_commands(),
+                        shard.lag_bytes(),
+                        shard.lag_ms(),
+                        shard.applied_keys()
+                    ));
+                }
+                Phase::Done => {
+                    bar.set_style(plain.clone());
+                    bar.set_message(format!(
+                        "snapshot applied: {} keys, {:.1} MB received",
+                        shard.applied_keys(),
+                        shard.received() as f64 / 1e6
+                    ));
+                }
+                Phase::Connecting => {
+                    bar.set_style(plain.clone());
+                    bar.set_message("connecting");
+                }
+                Phase::Failed => {
+                    bar.set_style(plain.clone());
+                    bar.set_message("failed");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -171,6 +171,9 @@ pub struct ShardProgress {
     pub(super) heartbeat_sent_ms: AtomicU64,
     /// When `source_offset` was last read from the source (ms since the epoch).
     pub(super) source_offset_read_ms: AtomicU64,
+    /// Keys of the current snapshot read so far, and how many it announced (0: unknown).
+    pub(super) snapshot_keys_read: AtomicU64,
+    pub(super) snapshot_keys_expected: AtomicU64,
     /// Stream commands applied.
     pub(super) stream_commands: AtomicU64,
     /// Full resyncs and partial resumes since the start.
@@ -197,6 +200,8 @@ impl ShardProgress {
             lag_ms: AtomicU64::new(0),
             heartbeat_sent_ms: AtomicU64::new(0),
             source_offset_read_ms: AtomicU64::new(0),
+            snapshot_keys_read: AtomicU64::new(0),
+            snapshot_keys_expected: AtomicU64::new(0),
             stream_commands: AtomicU64::new(0),
             full_resyncs: AtomicU64::new(0),
             resumes: AtomicU64::new(0),
@@ -286,6 +291,22 @@ impl ShardProgress {
     }
 
     /// Keys acknowledged by the target so far.
+    /// What the snapshot being loaded has shown of its keys so far.
+    pub(super) fn record_snapshot_keys(&self, stats: &super::snapshot::SnapshotStats) {
+        self.snapshot_keys_read.store(stats.keys, Ordering::Relaxed);
+        self.snapshot_keys_expected
+            .store(stats.expected_keys, Ordering::Relaxed);
+    }
+
+    /// Keys of the snapshot being loaded that were read so far, and how many it holds (0
+    /// when the snapshot does not say).
+    pub fn snapshot_keys(&self) -> (u64, u64) {
+        (
+            self.snapshot_keys_read.load(Ordering::Relaxed),
+            self.snapshot_keys_expected.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn applied_keys(&self) -> u64 {
         self.applied_keys.load(Ordering::Relaxed)
     }
@@ -611,6 +632,10 @@ impl ShardSync {
         let mut parser = Parser::new(rdb::Config::default());
         let mut sink =
             SnapshotSink::new(self.mode, self.options.db, self.options.selection.clone());
+        self.progress.snapshot_keys_read.store(0, Ordering::Relaxed);
+        self.progress
+            .snapshot_keys_expected
+            .store(0, Ordering::Relaxed);
         let snapshot_error = |source| SyncError::Snapshot {
             shard: shard.clone(),
             source,
@@ -621,6 +646,7 @@ impl ShardSync {
                 SessionEvent::SnapshotChunk(bytes) => {
                     self.progress.record_received(bytes.len() as u64);
                     parser.feed(&bytes, &mut sink).map_err(snapshot_error)?;
+                    self.progress.record_snapshot_keys(sink.stats());
                     let (keys, size) = sink.pending();
                     if keys >= self.options.batch_keys || size >= self.options.batch_bytes {
                         let (batch, _) = sink.take_groups();
@@ -633,6 +659,7 @@ impl ShardSync {
                     parser
                         .finish()
                         .map_err(|e| snapshot_error(SnapshotError::Rdb(e)))?;
+                    self.progress.record_snapshot_keys(sink.stats());
                     let (batch, _) = sink.take_groups();
                     if !batch.is_empty() {
                         let _ = batches.send(batch).await;

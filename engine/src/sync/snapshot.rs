@@ -82,6 +82,8 @@ pub struct SnapshotStats {
     pub skipped_other_db: u64,
     /// Keys the selection left out.
     pub filtered: u64,
+    /// Keys the snapshot announces for the copied db (`RESIZEDB`), 0 when it does not.
+    pub expected_keys: u64,
 }
 
 /// Collects write groups from parser events; the caller drains them with
@@ -91,6 +93,8 @@ pub struct SnapshotSink {
     selection: Selection,
     /// Only keys of this db are copied (cluster sources only have db 0).
     db: u32,
+    /// The db the snapshot is in (its last `SELECTDB`).
+    current_db: u32,
     header: Option<Header>,
     restore: bool,
     groups: Vec<WriteGroup>,
@@ -131,6 +135,7 @@ impl SnapshotSink {
             mode,
             selection,
             db,
+            current_db: 0,
             header: None,
             restore: false,
             groups: Vec::new(),
@@ -179,6 +184,18 @@ impl Sink for SnapshotSink {
                 Magic::Valkey => self.mode.target_reads_valkey,
             };
         self.header = Some(header);
+        Ok(())
+    }
+
+    fn select_db(&mut self, db: u32) -> Result<(), SnapshotError> {
+        self.current_db = db;
+        Ok(())
+    }
+
+    fn resize_db(&mut self, keys: u64, _expires: u64) -> Result<(), SnapshotError> {
+        if self.current_db == self.db {
+            self.stats.expected_keys += keys;
+        }
         Ok(())
     }
 

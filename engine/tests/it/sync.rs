@@ -109,6 +109,14 @@ async fn sync(
         progress.iter().map(|p| p.applied_keys()).sum::<u64>(),
         report.keys()
     );
+    // Every snapshot announced its keys (RESIZEDB), and all of them were read: what the
+    // progress bars and their ETA are made of.
+    for shard in &report.shards {
+        let p = progress.iter().find(|p| p.source == shard.source).unwrap();
+        let (read, expected) = p.snapshot_keys();
+        assert_eq!(read, shard.snapshot.keys, "{}", shard.source);
+        assert_eq!(expected, shard.snapshot.keys, "{}", shard.source);
+    }
     report
 }
 
