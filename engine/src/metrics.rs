@@ -44,7 +44,7 @@ impl Exporter {
     /// The Prometheus text exposition format.
     pub fn prometheus(&self) -> String {
         let mut out = String::new();
-        let metrics: [Counter; 12] = [
+        let metrics: [Counter; 14] = [
             (
                 "ferry_buffered_memory_bytes",
                 "gauge",
@@ -112,6 +112,18 @@ impl Exporter {
                 |s| u64::from(s.caught_up()),
             ),
             (
+                "ferry_snapshot_keys_read",
+                "gauge",
+                "Keys of the snapshot being loaded read so far.",
+                |s| s.snapshot_keys().0,
+            ),
+            (
+                "ferry_snapshot_keys_expected",
+                "gauge",
+                "Keys the snapshot being loaded announced (0: it did not say).",
+                |s| s.snapshot_keys().1,
+            ),
+            (
                 "ferry_full_resyncs_total",
                 "counter",
                 "Full resynchronizations (snapshots) of the shard.",
@@ -150,7 +162,8 @@ impl Exporter {
 
     /// `{"shards": [{"shard", "phase", "received_bytes", "applied_keys", "applied_bytes",
     /// "stream_commands", "applied_offset", "source_offset", "lag_bytes", "lag_ms",
-    /// "caught_up", "full_resyncs", "resumes", "buffered_memory_bytes", "buffered_disk_bytes"}],
+    /// "caught_up", "full_resyncs", "resumes", "buffered_memory_bytes", "buffered_disk_bytes",
+    /// "snapshot_keys_read", "snapshot_keys_expected"}],
     /// "caught_up"}`.
     pub fn status(&self) -> String {
         let shards: Vec<String> = self
@@ -158,7 +171,7 @@ impl Exporter {
             .iter()
             .map(|s| {
                 format!(
-                    "{{\"shard\":\"{}\",\"phase\":\"{}\",\"received_bytes\":{},\"applied_keys\":{},\"applied_bytes\":{},\"stream_commands\":{},\"applied_offset\":{},\"source_offset\":{},\"lag_bytes\":{},\"lag_ms\":{},\"caught_up\":{},\"full_resyncs\":{},\"resumes\":{},\"buffered_memory_bytes\":{},\"buffered_disk_bytes\":{}}}",
+                    "{{\"shard\":\"{}\",\"phase\":\"{}\",\"received_bytes\":{},\"applied_keys\":{},\"applied_bytes\":{},\"stream_commands\":{},\"applied_offset\":{},\"source_offset\":{},\"lag_bytes\":{},\"lag_ms\":{},\"caught_up\":{},\"full_resyncs\":{},\"resumes\":{},\"buffered_memory_bytes\":{},\"buffered_disk_bytes\":{},\"snapshot_keys_read\":{},\"snapshot_keys_expected\":{}}}",
                     s.source,
                     phase_name(s.phase()),
                     s.received(),
@@ -173,7 +186,9 @@ impl Exporter {
                     s.full_resyncs(),
                     s.resumes(),
                     s.buffered().0,
-                    s.buffered().1
+                    s.buffered().1,
+                    s.snapshot_keys().0,
+                    s.snapshot_keys().1
                 )
             })
             .collect();
