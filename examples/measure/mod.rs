@@ -12,7 +12,18 @@ pub struct Measured {
 }
 
 /// Runs `command` to completion with its output discarded; an error when it fails.
-pub fn run(mut command: Command) -> Result<Measured, Box<dyn std::error::Error>> {
+#[allow(dead_code)] // not every benchmark uses both
+pub fn run(command: Command) -> Result<Measured, Box<dyn std::error::Error>> {
+    run_expecting(command, 0)
+}
+
+/// Runs `command` to completion with its output discarded; an error unless it exits with
+/// `code` (`ferry verify` exits 1 when it found differences).
+#[allow(dead_code)]
+pub fn run_expecting(
+    mut command: Command,
+    code: i32,
+) -> Result<Measured, Box<dyn std::error::Error>> {
     let started = Instant::now();
     let child = command
         .stdout(Stdio::null())
@@ -25,7 +36,7 @@ pub fn run(mut command: Command) -> Result<Measured, Box<dyn std::error::Error>>
         return Err(std::io::Error::last_os_error().into());
     }
     let wall = started.elapsed().as_secs_f64();
-    if libc::WEXITSTATUS(status) != 0 {
+    if libc::WEXITSTATUS(status) != code {
         return Err(format!("{command:?} exited with {}", libc::WEXITSTATUS(status)).into());
     }
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
