@@ -43,12 +43,20 @@ fn main() -> Result<(), Error> {
     let owner = |deployment: &LocalCluster| -> Result<_, Error> {
         let slot = ferry_engine::route::Slot::of_key(key.as_bytes());
         let topology = deployment.topology()?;
-        let master = topology.shard_for_slot(slot).ok_or("no owner")?.master.clone();
+        let master = topology
+            .shard_for_slot(slot)
+            .ok_or("no owner")?
+            .master
+            .clone();
         Ok(deployment.node(&master).ok_or("no node")?.addr())
     };
     let usage: u64 = ferry_fixtures::conn::query(
         &owner(&source)?,
-        redis::cmd("MEMORY").arg("USAGE").arg(key).arg("SAMPLES").arg(0),
+        redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .arg("SAMPLES")
+            .arg(0),
     )?;
     let verify = |code: i32| -> Result<measure::Measured, Error> {
         let mut command = Command::new(&ferry);
