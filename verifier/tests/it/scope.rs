@@ -159,14 +159,22 @@ fn cluster_replicas_can_be_read() {
         .scale(1_000)
         .load(&source)
         .unwrap();
-    let mut src = Nodes::new(&source);
-    for addr in src.masters() {
-        let acked: i64 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(10_000)
-            .query(src.conn(&addr))
-            .unwrap();
-        assert_eq!(acked, 1);
+    // Every replica has what its master has (WAIT would only count this connection's
+    // writes, and the dataset came through others).
+    for master in source.masters().unwrap() {
+        let addr = master.addr();
+        ferry_fixtures::conn::poll("replicas to catch up", Duration::from_secs(10), || {
+            let info = ferry_fixtures::conn::info(&addr, "replication").ok()?;
+            let offset: u64 = info.get("master_repl_offset")?.parse().ok()?;
+            let acked: u64 = info
+                .get("slave0")?
+                .split(',')
+                .find_map(|f| f.strip_prefix("offset="))?
+                .parse()
+                .ok()?;
+            (acked >= offset).then_some(())
+        })
+        .unwrap();
     }
     copy(&source, &pair.target, pattern);
     let mut tgt = Nodes::new(&pair.target);
