@@ -461,10 +461,26 @@ impl Side {
     /// Opens a connection to `addr` with `db` selected; `READONLY` when it is a cluster
     /// replica that is read.
     pub(crate) fn connect(&self, addr: &NodeAddr, db: u32, readonly: bool) -> Result<Link> {
-        let connect_err = |error| VerifyError::Connect {
-            side: self.name,
-            addr: addr.clone(),
-            error,
+        let connect_err = |error: redis::RedisError| {
+            // A TLS failure is told in the same words as `ferry sync` uses.
+            // (The redis crate keeps an I/O error behind an `Arc`.)
+            type Shared = Arc<dyn std::error::Error + Send + Sync>;
+            let tls = std::error::Error::source(&error)
+                .and_then(|source| source.downcast_ref::<Shared>())
+                .and_then(|shared| shared.downcast_ref::<std::io::Error>())
+                .and_then(ferry_engine::tls::describe);
+            match tls {
+                Some(reason) => VerifyError::Tls {
+                    side: self.name,
+                    addr: addr.clone(),
+                    reason,
+                },
+                None => VerifyError::Connect {
+                    side: self.name,
+                    addr: addr.clone(),
+                    error,
+                },
+            }
         };
         let client = self.endpoint.client_for(addr, db).map_err(connect_err)?;
         let conn = client
