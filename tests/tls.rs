@@ -25,7 +25,7 @@ fn path(p: &Path) -> &str {
 }
 
 /// `--<side>-tls-ca` and, when `client`, `--<side>-tls-cert`/`--<side>-tls-key`.
-fn tls_args<'a>(side: &str, files: &'a TlsFiles, client: bool) -> Vec<String> {
+fn tls_args(side: &str, files: &TlsFiles, client: bool) -> Vec<String> {
     let mut args = vec![format!("--{side}-tls-ca"), path(&files.ca).to_string()];
     if client {
         args.extend([

@@ -967,6 +967,36 @@ mod tests {
     }
 
     #[test]
+    fn rediss_urls_take_tls_options_and_plain_ones_refuse_them() {
+        use ferry_engine::tls::TlsOptions;
+        let endpoint = Endpoint::parse("source", "rediss://alice:s3cret@127.0.0.1:7000").unwrap();
+        assert_eq!(endpoint.to_string(), "rediss://alice@127.0.0.1:7000");
+        let insecure = TlsOptions {
+            insecure: true,
+            ..TlsOptions::default()
+        };
+        let endpoint = endpoint.with_tls(&insecure).unwrap();
+        assert!(endpoint.tls.as_ref().is_some_and(|t| t.insecure));
+        let plain = Endpoint::parse("source", "redis://127.0.0.1:7000").unwrap();
+        let err = plain.with_tls(&insecure).unwrap_err().to_string();
+        assert!(err.contains("rediss://"), "{err}");
+        let missing = TlsOptions {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..TlsOptions::default()
+        };
+        let err = Endpoint::parse("source", "rediss://h:1")
+            .unwrap()
+            .with_tls(&missing)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot read tls ca file /nonexistent/ca.pem"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1);
+    }
+
+    #[test]
     fn cluster_nodes_give_masters_with_slots_and_replicas() {
         let text = "\
 a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-8191
