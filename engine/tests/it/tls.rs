@@ -135,6 +135,27 @@ async fn mutual_tls_needs_the_client_certificate_and_the_right_ca() {
     let message = tls_failure(&wrong_ca).await;
     assert!(message.contains("not signed by a trusted CA"), "{message}");
 
+    // A configured server name replaces the node's host, for SNI and verification.
+    let named = |name: &str| {
+        let mut endpoint = Endpoint::parse(&url).unwrap();
+        endpoint.tls = Some(
+            TlsConfig::new(TlsOptions {
+                ca_file: Some(files.ca.clone()),
+                cert_file: Some(files.client_cert.clone()),
+                key_file: Some(files.client_key.clone()),
+                server_name: Some(name.to_string()),
+                insecure: false,
+            })
+            .unwrap(),
+        );
+        endpoint
+    };
+    Discovered::discover(&named("localhost"), TIMEOUT)
+        .await
+        .unwrap();
+    let message = tls_failure(&named("cache.example.com")).await;
+    assert!(message.contains("does not name this host"), "{message}");
+
     // The platform's roots do not know the throwaway CA either.
     let message = tls_failure(&Endpoint::parse(&url).unwrap()).await;
     assert!(message.contains("not signed by a trusted CA"), "{message}");
