@@ -141,6 +141,7 @@ fn tls_failures_are_one_clear_line() {
             err.starts_with("error: ") && err.contains(expected),
             "{err}"
         );
+        assert_eq!(err.matches(expected).count(), 1, "said once: {err}");
     };
 
     // No client certificate for a server that requires one.

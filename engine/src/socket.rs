@@ -41,14 +41,13 @@ pub async fn connect(
     limit: Duration,
 ) -> Result<NodeStream, ConnectError> {
     let addr = format!("{host}:{port}");
-    let timed_out = || ConnectError::Timeout {
-        addr: addr.clone(),
-        waited: limit,
-    };
     let deadline = tokio::time::Instant::now() + limit;
     let socket = timeout(limit, TcpStream::connect((host, port)))
         .await
-        .map_err(|_| timed_out())?
+        .map_err(|_| ConnectError::Timeout {
+            addr: addr.clone(),
+            waited: limit,
+        })?
         .map_err(|source| ConnectError::Io {
             addr: addr.clone(),
             source,
@@ -57,9 +56,13 @@ pub async fn connect(
     let Some(tls) = tls else {
         return Ok(NodeStream::Plain(socket));
     };
+    // A plain port takes the ClientHello for an unfinished command and waits for more.
     let stream = tokio::time::timeout_at(deadline, tls.handshake(host, socket))
         .await
-        .map_err(|_| timed_out())?
+        .map_err(|_| ConnectError::Tls {
+            addr: addr.clone(),
+            reason: format!("no handshake reply within {limit:?}; does this port serve tls?"),
+        })?
         .map_err(|source| match tls::describe(&source) {
             Some(reason) => ConnectError::Tls {
                 addr: addr.clone(),

@@ -56,7 +56,7 @@ pub enum TlsError {
     Anchor { path: PathBuf, detail: String },
     #[error("a tls client certificate needs its key and a key its certificate: give both")]
     CertWithoutKey,
-    #[error("tls client certificate {} and key {} do not go together: {detail}", cert.display(), key.display())]
+    #[error("tls client certificate {} with key {} refused: {detail}", cert.display(), key.display())]
     ClientAuth {
         cert: PathBuf,
         key: PathBuf,

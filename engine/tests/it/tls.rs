@@ -54,6 +54,21 @@ async fn cluster_nodes_are_announced_with_tls_ports_on_tls_connections() {
     for shard in &found.topology.shards {
         assert!(plain_ports.contains(&shard.master.port), "{shard:?}");
     }
+
+    // rediss:// to the plain port: the server waits for the rest of a "command".
+    let mut wrong_port = over_tls.clone();
+    wrong_port.port = plain_ports[0];
+    let error = Discovered::discover(&wrong_port, Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, DiscoverError::Link(link) if link.is_tls()),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("does this port serve tls?"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
