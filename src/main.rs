@@ -114,7 +114,7 @@ mod tests {
                 Some(&self.source)
             }
         }
-        let io = || std::io::Error::new(std::io::ErrorKind::Other, "connection refused");
+        let io = || std::io::Error::other("connection refused");
         let err = anyhow::Error::new(Outer { source: io() });
         assert_eq!(one_line(&err), "discovering the source: connection refused");
         let err = anyhow::Error::new(io()).context("--source password file x");
