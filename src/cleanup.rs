@@ -7,26 +7,29 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::endpoints::endpoint;
+use crate::endpoints::{endpoint, set_tls, TargetTlsArgs};
 
 #[derive(Args)]
 pub struct CleanupArgs {
-    /// The deployment to clean: redis://[user:password@]host:port
+    /// The deployment to clean: redis://[user:password@]host:port, rediss:// for TLS
     #[arg(long)]
     target: String,
     /// File holding the password, or `user:password` (overrides the URL's).
     /// FERRY_TARGET_PASSWORD in the environment does the same.
     #[arg(long, value_name = "FILE")]
     target_password_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    target_tls: TargetTlsArgs,
 }
 
 pub fn run(args: CleanupArgs) -> Result<ExitCode> {
-    let target = endpoint(
+    let mut target = endpoint(
         "--target",
         &args.target,
         "FERRY_TARGET_PASSWORD",
         &args.target_password_file,
     )?;
+    set_tls("target", &mut target, args.target_tls.options())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

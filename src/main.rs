@@ -73,8 +73,54 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", one_line(&err));
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+/// The error and its causes on one line, each cause said once: library errors often show
+/// their cause in their own message and also return it as `source`, which `{:#}` would print
+/// again.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        #[derive(Debug)]
+        struct Outer {
+            source: std::io::Error,
+        }
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "discovering the source: {}", self.source)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.source)
+            }
+        }
+        let io = || std::io::Error::other("connection refused");
+        let err = anyhow::Error::new(Outer { source: io() });
+        assert_eq!(one_line(&err), "discovering the source: connection refused");
+        let err = anyhow::Error::new(io()).context("--source password file x");
+        assert_eq!(
+            one_line(&err),
+            "--source password file x: connection refused"
+        );
     }
 }

@@ -13,13 +13,18 @@ use ferry_verifier::{
 
 #[derive(Args)]
 pub struct VerifyArgs {
-    /// Source: redis://[user:password@]host:port (any node of a cluster). A password may also
-    /// come from $FERRY_SOURCE_PASSWORD, which keeps it out of the command line.
+    /// Source: redis://[user:password@]host:port (any node of a cluster), rediss:// for TLS.
+    /// A password may also come from $FERRY_SOURCE_PASSWORD, which keeps it out of the
+    /// command line.
     #[arg(long, value_name = "URL")]
     source: String,
-    /// Target: redis://[user:password@]host:port; or $FERRY_TARGET_PASSWORD.
+    /// Target: redis://[user:password@]host:port or rediss://; or $FERRY_TARGET_PASSWORD.
     #[arg(long, value_name = "URL")]
     target: String,
+    #[command(flatten)]
+    source_tls: crate::endpoints::SourceTlsArgs,
+    #[command(flatten)]
+    target_tls: crate::endpoints::TargetTlsArgs,
     /// Report format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     format: ReportFormat,
@@ -137,6 +142,15 @@ pub fn run(args: VerifyArgs) -> Result<u8> {
     let mut target = Endpoint::parse("target", &args.target)?;
     if let Ok(password) = std::env::var("FERRY_TARGET_PASSWORD") {
         target = target.with_password(&password);
+    }
+    let rediss = |url: &str| url.starts_with("rediss://");
+    if let Some(options) = args.source_tls.options() {
+        crate::endpoints::check_tls("source", rediss(&args.source), Some(&options))?;
+        source = source.with_tls(&options)?;
+    }
+    if let Some(options) = args.target_tls.options() {
+        crate::endpoints::check_tls("target", rediss(&args.target), Some(&options))?;
+        target = target.with_tls(&options)?;
     }
     let mut config = Config::new(source, target);
     config.mode = match args.mode {

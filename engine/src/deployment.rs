@@ -114,19 +114,7 @@ impl Deployment {
     /// Asks the seed node: `INFO` (server and cluster sections), then `CLUSTER SLOTS` when
     /// cluster mode is enabled.
     pub async fn discover(endpoint: &Endpoint, timeout: Duration) -> Result<Self, DiscoverError> {
-        if endpoint.tls {
-            return Err(LinkError::Tls {
-                addr: endpoint.addr(),
-            }
-            .into());
-        }
-        let mut link = Link::connect(
-            &endpoint.host,
-            endpoint.port,
-            endpoint.credentials.as_ref(),
-            timeout,
-        )
-        .await?;
+        let mut link = Link::connect(&endpoint.host, endpoint.port, endpoint, timeout).await?;
         let addr = link.addr().to_string();
         let info = text_reply(&mut link, &["INFO", "server"], "INFO server").await?;
         let mut fields = parse_info(&info);

@@ -4,14 +4,16 @@
 use std::fmt;
 
 use crate::replica::Credentials;
+use crate::tls::TlsConfig;
 
 /// A parsed `redis://` or `rediss://` URL: one seed node of a deployment.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
-    /// `rediss://`: TLS to every node.
-    pub tls: bool,
+    /// `rediss://`: TLS to every node, the seed and the nodes it announces, with these
+    /// settings (the platform's roots and nothing else until the edge sets the user's).
+    pub tls: Option<TlsConfig>,
     pub credentials: Option<Credentials>,
     /// The db in the URL path (`/3`), for standalone deployments.
     pub db: Option<u32>,
@@ -33,6 +35,17 @@ pub enum EndpointError {
 }
 
 impl Endpoint {
+    /// `redis://host:port`: no TLS, no credentials.
+    pub fn plain(host: impl Into<String>, port: u16) -> Self {
+        Endpoint {
+            host: host.into(),
+            port,
+            tls: None,
+            credentials: None,
+            db: None,
+        }
+    }
+
     /// Parses a URL; the port defaults to 6379. The password never appears in errors or in
     /// `Display`/`Debug` output.
     pub fn parse(url: &str) -> Result<Self, EndpointError> {
@@ -92,7 +105,7 @@ impl Endpoint {
         Ok(Endpoint {
             host: host.to_string(),
             port,
-            tls,
+            tls: tls.then(TlsConfig::platform),
             credentials,
             db,
         })
@@ -110,7 +123,11 @@ impl Endpoint {
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "rediss" } else { "redis" };
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         write!(f, "{scheme}://")?;
         if let Some(credentials) = &self.credentials {
             write!(f, "{}:***@", credentials.user.as_deref().unwrap_or(""))?;
@@ -186,13 +203,13 @@ mod tests {
     fn plain_and_authenticated_urls_parse() {
         let e = Endpoint::parse("redis://127.0.0.1:7000").unwrap();
         assert_eq!(
-            (e.host.as_str(), e.port, e.tls, e.db),
+            (e.host.as_str(), e.port, e.tls.is_some(), e.db),
             ("127.0.0.1", 7000, false, None)
         );
         assert_eq!(e.credentials, None);
 
         let e = Endpoint::parse("rediss://app:p%40ss:word@cache.internal:6380/2").unwrap();
-        assert!(e.tls);
+        assert!(e.tls.is_some());
         assert_eq!(e.db, Some(2));
         let c = e.credentials.clone().unwrap();
         assert_eq!(c.user.as_deref(), Some("app"));

@@ -14,4 +14,6 @@ pub mod rdb;
 pub mod replica;
 pub mod resp;
 pub mod route;
+pub mod socket;
 pub mod sync;
+pub mod tls;

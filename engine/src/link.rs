@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
 
-use crate::replica::Credentials;
+use crate::endpoint::Endpoint;
 use crate::resp::{encode_command, Command, DecodeError, Frame, FrameDecoder, Limits};
+use crate::socket::{ConnectError, NodeStream};
 
 /// Room made in the receive buffer before each read.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
@@ -18,10 +17,8 @@ pub(crate) const READ_CHUNK: usize = 64 * 1024;
 /// Why talking to a node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: io::Error },
-    #[error("timed out after {waited:?} connecting to {addr}")]
-    ConnectTimeout { addr: String, waited: Duration },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("link to {addr} failed: {source}")]
     Io { addr: String, source: io::Error },
     #[error("{addr} closed the connection")]
@@ -36,39 +33,58 @@ pub enum LinkError {
         db: u32,
         reply: String,
     },
-    #[error("tls to {addr} is not supported yet; use redis:// or a TLS-terminating proxy")]
-    Tls { addr: String },
+    /// TLS failed after the handshake: with TLS 1.3 a server that refuses the client's
+    /// certificate says so on the first read.
+    #[error("tls with {addr} failed: {reason}")]
+    Tls { addr: String, reason: String },
+}
+
+impl LinkError {
+    /// An I/O error on an open link, told apart when it is a TLS failure.
+    fn io(addr: &str, source: io::Error) -> Self {
+        match crate::tls::describe(&source) {
+            Some(reason) => LinkError::Tls {
+                addr: addr.to_string(),
+                reason,
+            },
+            None => LinkError::Io {
+                addr: addr.to_string(),
+                source,
+            },
+        }
+    }
+
+    /// Whether the failure is about TLS (a handshake, a certificate).
+    pub fn is_tls(&self) -> bool {
+        matches!(
+            self,
+            LinkError::Tls { .. } | LinkError::Connect(ConnectError::Tls { .. })
+        )
+    }
 }
 
 /// One connection to one node.
 pub struct Link {
     addr: String,
-    socket: TcpStream,
+    socket: NodeStream,
     out: BytesMut,
     replies: FrameDecoder,
     queued: usize,
 }
 
 impl Link {
-    /// Connects to `host:port` and authenticates when credentials are given.
+    /// Connects to `host:port`, a node of `endpoint`'s deployment: with its TLS settings, and
+    /// authenticated with its credentials when it has some.
     pub async fn connect(
         host: &str,
         port: u16,
-        credentials: Option<&Credentials>,
+        endpoint: &Endpoint,
         connect_timeout: Duration,
     ) -> Result<Self, LinkError> {
         let addr = format!("{host}:{port}");
-        let socket = timeout(connect_timeout, TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| LinkError::ConnectTimeout {
-                addr: addr.clone(),
-                waited: connect_timeout,
-            })?
-            .map_err(|source| LinkError::Connect {
-                addr: addr.clone(),
-                source,
-            })?;
-        let _ = socket.set_nodelay(true);
+        let socket =
+            crate::socket::connect(host, port, endpoint.tls.as_ref(), connect_timeout).await?;
+        let credentials = endpoint.credentials.as_ref();
         let mut link = Link {
             addr,
             socket,
@@ -119,10 +135,12 @@ impl Link {
         self.socket
             .write_all(&out)
             .await
-            .map_err(|source| LinkError::Io {
-                addr: self.addr.clone(),
-                source,
-            })
+            .map_err(|e| LinkError::io(&self.addr, e))?;
+        // TLS may hold the last record back until flushed.
+        self.socket
+            .flush()
+            .await
+            .map_err(|e| LinkError::io(&self.addr, e))
     }
 
     /// Sends what is queued and reads one reply per queued command, in order.
@@ -161,10 +179,7 @@ impl Link {
                 .socket
                 .read_buf(self.replies.buffer_mut())
                 .await
-                .map_err(|source| LinkError::Io {
-                    addr: self.addr.clone(),
-                    source,
-                })?;
+                .map_err(|e| LinkError::io(&self.addr, e))?;
             if read == 0 {
                 return Err(LinkError::Closed {
                     addr: self.addr.clone(),

@@ -145,12 +145,15 @@ pub async fn run_target(target: &Endpoint, options: &Options) -> Report {
     let side = Side::read("target", target, options.timeout).await;
     let mut items = Vec::new();
     match &side {
-        Ok(t) => items.push(pass("connectivity", format!("{} target nodes answer", t.nodes))),
+        Ok(t) => items.push(pass(
+            "connectivity",
+            format!("{} target nodes answer", t.nodes),
+        )),
         Err(e) => items.push(problem(
             "connectivity",
             Status::Fail,
             format!("{}: {}", e.side, e.message),
-            "check the URL, the password (user:password@) and that every node is reachable from this host",
+            connectivity_fix([e]),
         )),
     }
     let Ok(target_side) = side else {
@@ -183,6 +186,28 @@ struct Side {
 struct SideError {
     side: &'static str,
     message: String,
+    /// The failure was TLS (a handshake, a certificate): the fix is in the TLS settings.
+    tls: bool,
+}
+
+/// What to do about failed connections, TLS ones first.
+fn connectivity_fix<'a>(errors: impl IntoIterator<Item = &'a SideError>) -> String {
+    const FIX: &str =
+        "check the URL, the password (user:password@) and that every node is reachable from this host";
+    let tls: Vec<&str> = errors
+        .into_iter()
+        .filter(|e| e.tls)
+        .map(|e| e.side)
+        .collect();
+    match tls.first() {
+        None => FIX.to_string(),
+        Some(side) => format!(
+            "tls: give the CA that signed the {side}'s certificates (--{side}-tls-ca), a client \
+             certificate and key if it requires them (--{side}-tls-cert/--{side}-tls-key), \
+             --{side}-tls-server-name if its certificates name a host other than the nodes' \
+             addresses; and check that the port serves tls"
+        ),
+    }
 }
 
 impl Side {
@@ -191,23 +216,36 @@ impl Side {
         endpoint: &Endpoint,
         timeout: Duration,
     ) -> Result<Side, SideError> {
-        let fail = |message: String| SideError { side, message };
-        let deployment = Deployment::discover(endpoint, timeout)
-            .await
-            .map_err(|e: DiscoverError| fail(e.to_string()))?;
+        let fail = |message: String| SideError {
+            side,
+            message,
+            tls: false,
+        };
+        let link_fail = |e: LinkError| SideError {
+            side,
+            message: e.to_string(),
+            tls: e.is_tls(),
+        };
+        let deployment =
+            Deployment::discover(endpoint, timeout)
+                .await
+                .map_err(|e: DiscoverError| match e {
+                    DiscoverError::Link(e) => link_fail(e),
+                    e => fail(e.to_string()),
+                })?;
         let mut masters = Vec::new();
         let mut nodes = 0;
         for shard in &deployment.topology.shards {
             for replica in &shard.replicas {
                 let mut link = connect(endpoint, replica, timeout)
                     .await
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(link_fail)?;
                 ping(&mut link).await.map_err(fail)?;
                 nodes += 1;
             }
             let mut link = connect(endpoint, &shard.master, timeout)
                 .await
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(link_fail)?;
             ping(&mut link).await.map_err(fail)?;
             nodes += 1;
             masters.push(
@@ -229,13 +267,7 @@ async fn connect(
     addr: &NodeAddr,
     timeout: Duration,
 ) -> Result<Link, LinkError> {
-    Link::connect(
-        &addr.host,
-        addr.port,
-        endpoint.credentials.as_ref(),
-        timeout,
-    )
-    .await
+    Link::connect(&addr.host, addr.port, endpoint, timeout).await
 }
 
 async fn ping(link: &mut Link) -> Result<(), String> {
@@ -388,7 +420,11 @@ fn connectivity(source: &Result<Side, SideError>, target: &Result<Side, SideErro
                 "connectivity",
                 Status::Fail,
                 errors.join("; "),
-                "check the URL, the password (user:password@) and that every node is reachable from this host",
+                connectivity_fix(
+                    [source.as_ref().err(), target.as_ref().err()]
+                        .into_iter()
+                        .flatten(),
+                ),
             )
         }
     }

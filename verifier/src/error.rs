@@ -18,6 +18,12 @@ pub enum VerifyError {
         addr: NodeAddr,
         error: redis::RedisError,
     },
+    #[error("tls with {side} node {addr} failed: {reason}")]
+    Tls {
+        side: &'static str,
+        addr: NodeAddr,
+        reason: String,
+    },
     #[error("{side} node {addr}: {error}")]
     Redis {
         side: &'static str,

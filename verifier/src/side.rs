@@ -53,12 +53,22 @@ impl Serialize for NodeAddr {
     }
 }
 
-/// A parsed `redis://[user:pass@]host:port` URL. Neither `Display` nor `Debug` shows the
-/// password.
+/// A parsed `redis://[user:pass@]host:port` or `rediss://` URL. Neither `Display` nor
+/// `Debug` shows the password.
 #[derive(Clone)]
 pub struct Endpoint {
     info: redis::ConnectionInfo,
     addr: NodeAddr,
+    /// `rediss://`: every node of the side is reached over TLS with these settings.
+    tls: Option<Tls>,
+}
+
+/// TLS as the `redis` crate takes it: the CA and client certificate as PEM bytes (`None`:
+/// the platform's roots, no client certificate), and whether verification is skipped.
+#[derive(Clone)]
+struct Tls {
+    insecure: bool,
+    certificates: Option<redis::TlsCertificates>,
 }
 
 impl Endpoint {
@@ -69,26 +79,83 @@ impl Endpoint {
             url: redact(url),
             reason: reason.to_string(),
         };
-        if url.starts_with("rediss://") {
-            return Err(bad("TLS (rediss://) is not supported by this build"));
-        }
-        if !url.starts_with("redis://") {
-            return Err(bad("expected redis://[user:password@]host:port"));
+        if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+            return Err(bad(
+                "expected redis://[user:password@]host:port or rediss://",
+            ));
         }
         let info = url
             .into_connection_info()
             .map_err(|e| bad(&e.to_string()))?;
-        let addr = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => NodeAddr {
-                host: host.clone(),
-                port: *port,
-            },
+        let (addr, tls) = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => (
+                NodeAddr {
+                    host: host.clone(),
+                    port: *port,
+                },
+                None,
+            ),
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                ..
+            } => (
+                NodeAddr {
+                    host: host.clone(),
+                    port: *port,
+                },
+                Some(Tls {
+                    insecure: *insecure,
+                    certificates: None,
+                }),
+            ),
             _ => return Err(bad("expected a TCP address")),
         };
         if addr.host.is_empty() {
             return Err(bad("no host"));
         }
-        Ok(Endpoint { info, addr })
+        Ok(Endpoint { info, addr, tls })
+    }
+
+    /// The same `rediss://` endpoint with the user's TLS settings: a CA file instead of the
+    /// platform's roots, a client certificate and key, or no verification at all. The files
+    /// are read now, so a missing or invalid one fails here in one line.
+    pub fn with_tls(mut self, options: &ferry_engine::tls::TlsOptions) -> Result<Self> {
+        let Some(tls) = &mut self.tls else {
+            return Err(VerifyError::Config(
+                "tls options need a rediss:// url".to_string(),
+            ));
+        };
+        if let Some(name) = &options.server_name {
+            return Err(VerifyError::Config(format!(
+                "tls server name {name:?}: the verifier checks each node's certificate against \
+                 the node's own host and cannot use another name"
+            )));
+        }
+        // The engine's parser of these files gives the same one-line errors as `ferry sync`.
+        ferry_engine::tls::TlsConfig::new(options.clone())
+            .map_err(|e| VerifyError::Config(e.to_string()))?;
+        let read = |path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| VerifyError::Config(format!("cannot read {}: {e}", path.display())))
+        };
+        tls.insecure |= options.insecure;
+        let client_tls = match (&options.cert_file, &options.key_file) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            _ => None,
+        };
+        let root_cert = options.ca_file.as_deref().map(read).transpose()?;
+        if client_tls.is_some() || root_cert.is_some() {
+            tls.certificates = Some(redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            });
+        }
+        Ok(self)
     }
 
     /// The same endpoint with this password (taken from the environment or a file, so it
@@ -106,18 +173,41 @@ impl Endpoint {
 
     fn info_for(&self, addr: &NodeAddr, db: u32) -> redis::ConnectionInfo {
         let settings = self.info.redis_settings().clone().set_db(i64::from(db));
+        let node = match &self.tls {
+            None => ConnectionAddr::Tcp(addr.host.clone(), addr.port),
+            Some(tls) => ConnectionAddr::TcpTls {
+                host: addr.host.clone(),
+                port: addr.port,
+                insecure: tls.insecure,
+                tls_params: None,
+            },
+        };
         self.info
             .clone()
-            .set_addr(ConnectionAddr::Tcp(addr.host.clone(), addr.port))
+            .set_addr(node)
             .set_redis_settings(settings)
+    }
+
+    /// A client for `addr` with `db` selected, with this side's TLS settings.
+    fn client_for(&self, addr: &NodeAddr, db: u32) -> redis::RedisResult<redis::Client> {
+        let info = self.info_for(addr, db);
+        match self.tls.as_ref().and_then(|tls| tls.certificates.clone()) {
+            Some(certificates) => redis::Client::build_with_tls(info, certificates),
+            None => redis::Client::open(info),
+        }
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match self.info.redis_settings().username() {
-            Some(user) => write!(f, "redis://{user}@{}", self.addr),
-            None => write!(f, "redis://{}", self.addr),
+            Some(user) => write!(f, "{scheme}://{user}@{}", self.addr),
+            None => write!(f, "{scheme}://{}", self.addr),
         }
     }
 }
@@ -371,12 +461,28 @@ impl Side {
     /// Opens a connection to `addr` with `db` selected; `READONLY` when it is a cluster
     /// replica that is read.
     pub(crate) fn connect(&self, addr: &NodeAddr, db: u32, readonly: bool) -> Result<Link> {
-        let connect_err = |error| VerifyError::Connect {
-            side: self.name,
-            addr: addr.clone(),
-            error,
+        let connect_err = |error: redis::RedisError| {
+            // A TLS failure is told in the same words as `ferry sync` uses.
+            // (The redis crate keeps an I/O error behind an `Arc`.)
+            type Shared = Arc<dyn std::error::Error + Send + Sync>;
+            let tls = std::error::Error::source(&error)
+                .and_then(|source| source.downcast_ref::<Shared>())
+                .and_then(|shared| shared.downcast_ref::<std::io::Error>())
+                .and_then(ferry_engine::tls::describe);
+            match tls {
+                Some(reason) => VerifyError::Tls {
+                    side: self.name,
+                    addr: addr.clone(),
+                    reason,
+                },
+                None => VerifyError::Connect {
+                    side: self.name,
+                    addr: addr.clone(),
+                    error,
+                },
+            }
         };
-        let client = redis::Client::open(self.endpoint.info_for(addr, db)).map_err(connect_err)?;
+        let client = self.endpoint.client_for(addr, db).map_err(connect_err)?;
         let conn = client
             .get_connection_with_timeout(CONNECT_TIMEOUT)
             .map_err(connect_err)?;
@@ -858,6 +964,36 @@ mod tests {
         assert!(err.to_string().starts_with("invalid target url"), "{err}");
         assert!(Endpoint::parse("target", "redis://:6379").is_err());
         assert_eq!(redact("redis://:pw@h:1"), "redis://:***@h:1");
+    }
+
+    #[test]
+    fn rediss_urls_take_tls_options_and_plain_ones_refuse_them() {
+        use ferry_engine::tls::TlsOptions;
+        let endpoint = Endpoint::parse("source", "rediss://alice:s3cret@127.0.0.1:7000").unwrap();
+        assert_eq!(endpoint.to_string(), "rediss://alice@127.0.0.1:7000");
+        let insecure = TlsOptions {
+            insecure: true,
+            ..TlsOptions::default()
+        };
+        let endpoint = endpoint.with_tls(&insecure).unwrap();
+        assert!(endpoint.tls.as_ref().is_some_and(|t| t.insecure));
+        let plain = Endpoint::parse("source", "redis://127.0.0.1:7000").unwrap();
+        let err = plain.with_tls(&insecure).unwrap_err().to_string();
+        assert!(err.contains("rediss://"), "{err}");
+        let missing = TlsOptions {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..TlsOptions::default()
+        };
+        let err = Endpoint::parse("source", "rediss://h:1")
+            .unwrap()
+            .with_tls(&missing)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot read tls ca file /nonexistent/ca.pem"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1);
     }
 
     #[test]

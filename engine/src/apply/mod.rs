@@ -135,11 +135,11 @@ struct Pending {
 /// Connects to a target node, selecting `db` (standalone targets only).
 pub(crate) async fn connect(
     addr: &NodeAddr,
-    credentials: Option<&crate::replica::Credentials>,
+    endpoint: &crate::endpoint::Endpoint,
     db: Option<u32>,
     timeout: Duration,
 ) -> Result<Link, LinkError> {
-    let mut link = Link::connect(&addr.host, addr.port, credentials, timeout).await?;
+    let mut link = Link::connect(&addr.host, addr.port, endpoint, timeout).await?;
     if let Some(db) = db.filter(|&db| db != 0) {
         if let Frame::Error(e) = link.call(&["SELECT", &db.to_string()]).await? {
             return Err(LinkError::Select {
@@ -281,7 +281,7 @@ impl Applier {
         let mut tasks = JoinSet::new();
         for (index, (addr, list)) in by_node.iter().enumerate() {
             let link = self.links.remove(addr);
-            let credentials = self.target.endpoint.credentials.clone();
+            let endpoint = self.target.endpoint.clone();
             let db = self
                 .target
                 .endpoint
@@ -307,7 +307,7 @@ impl Applier {
             tasks.spawn(async move {
                 let mut link = match link {
                     Some(link) => link,
-                    None => connect(&addr, credentials.as_ref(), db, timeout).await?,
+                    None => connect(&addr, &endpoint, db, timeout).await?,
                 };
                 for command in &commands {
                     link.queue_command(command);

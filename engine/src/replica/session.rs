@@ -13,10 +13,8 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
-use tokio::time::{timeout, Instant, Interval, MissedTickBehavior};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::spool::{Spool, SpoolConfig, SpoolEnd, SpoolGauge};
 use super::{ReplId, ReplOffset};
@@ -24,6 +22,8 @@ use crate::resp::replication::{
     ReplError, ReplEvent, ReplState, ReplicationStream, SnapshotFraming,
 };
 use crate::resp::{encode_command, Command, DecodeError, Frame, FrameDecoder, Limits};
+use crate::socket::{ConnectError, NodeStream};
+use crate::tls::TlsConfig;
 
 /// A user name (for ACL users; Redis 6+) and password to `AUTH` with.
 #[derive(Clone, PartialEq, Eq)]
@@ -48,6 +48,8 @@ pub struct SessionConfig {
     pub host: String,
     pub port: u16,
     pub credentials: Option<Credentials>,
+    /// TLS settings when the master's endpoint is `rediss://`.
+    pub tls: Option<TlsConfig>,
     /// Announced as `REPLCONF listening-port` (default: the local port of this connection).
     /// Reconnections announce the same port so the master lists one replica throughout.
     pub listening_port: Option<u16>,
@@ -74,6 +76,7 @@ impl SessionConfig {
             host: host.into(),
             port,
             credentials: None,
+            tls: None,
             listening_port: None,
             announce_version: None,
             ack_interval: Duration::from_secs(1),
@@ -133,8 +136,8 @@ pub enum SessionEvent {
 /// Why a replication link failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: io::Error },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("link to {addr} failed: {source}")]
     Io { addr: String, source: io::Error },
     #[error("{addr} sent nothing for {waited:?} while {what}")]
@@ -163,8 +166,8 @@ pub struct Session {
     addr: String,
     /// The connection during the handshake; afterwards its read half feeds `spool` from a
     /// task of its own and its write half is `out`.
-    socket: Option<TcpStream>,
-    out: Option<OwnedWriteHalf>,
+    socket: Option<NodeStream>,
+    out: Option<WriteHalf<NodeStream>>,
     spool: Option<Arc<Spool>>,
     reader: Option<tokio::task::JoinHandle<()>>,
     stream: ReplicationStream,
@@ -182,21 +185,13 @@ impl Session {
     /// `capa eof`, `capa psync2`) and sends `PSYNC`. The reply comes as the first event.
     pub async fn connect(config: SessionConfig, from: PsyncFrom) -> Result<Self, SessionError> {
         let addr = config.addr();
-        let socket = timeout(
+        let socket = crate::socket::connect(
+            &config.host,
+            config.port,
+            config.tls.as_ref(),
             config.handshake_timeout,
-            TcpStream::connect((config.host.as_str(), config.port)),
         )
-        .await
-        .map_err(|_| SessionError::Timeout {
-            addr: addr.clone(),
-            what: "connecting",
-            waited: config.handshake_timeout,
-        })?
-        .map_err(|source| SessionError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
-        let _ = socket.set_nodelay(true);
+        .await?;
         let mut ack = tokio::time::interval(config.ack_interval);
         ack.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut session = Session {
@@ -214,7 +209,7 @@ impl Session {
         };
         session.handshake().await?;
         // From here on the master streams: a task reads everything it sends into the spool.
-        let (read, write) = session.socket.take().expect("connected").into_split();
+        let (read, write) = tokio::io::split(session.socket.take().expect("connected"));
         let spool = Spool::new(
             session.config.spool.clone(),
             session.config.spool_gauge.clone(),
@@ -345,9 +340,16 @@ impl Session {
     async fn write(&mut self, argv: &[&[u8]]) -> Result<(), SessionError> {
         let mut out = Vec::new();
         encode_command(argv, &mut out);
+        // TLS may hold the last record back until flushed.
         let written = match (&mut self.socket, &mut self.out) {
-            (Some(socket), _) => socket.write_all(&out).await,
-            (None, Some(half)) => half.write_all(&out).await,
+            (Some(socket), _) => match socket.write_all(&out).await {
+                Ok(()) => socket.flush().await,
+                Err(e) => Err(e),
+            },
+            (None, Some(half)) => match half.write_all(&out).await {
+                Ok(()) => half.flush().await,
+                Err(e) => Err(e),
+            },
             (None, None) => unreachable!("a session always has its socket or its write half"),
         };
         written.map_err(|source| self.io_error(source))

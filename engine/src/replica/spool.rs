@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::ReadHalf;
+
+use crate::socket::NodeStream;
 use tokio::sync::Notify;
 
 /// How much a spool holds before it writes to disk, and where.
@@ -101,7 +103,11 @@ impl Spool {
     }
 
     /// Reads `socket` until it closes, fails or stays silent for `timeout`.
-    pub(crate) async fn fill_from(self: Arc<Self>, mut socket: OwnedReadHalf, timeout: Duration) {
+    pub(crate) async fn fill_from(
+        self: Arc<Self>,
+        mut socket: ReadHalf<NodeStream>,
+        timeout: Duration,
+    ) {
         let end = loop {
             let mut chunk = BytesMut::with_capacity(crate::link::READ_CHUNK);
             match tokio::time::timeout(timeout, socket.read_buf(&mut chunk)).await {

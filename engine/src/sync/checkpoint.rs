@@ -116,13 +116,12 @@ pub async fn cleanup(
     let pattern = format!("{RESERVED_PREFIX}*");
     let mut deleted = 0;
     for shard in &deployment.topology.shards {
-        let mut link =
-            crate::apply::connect(&shard.master, endpoint.credentials.as_ref(), db, timeout)
-                .await
-                .map_err(|source| crate::apply::ApplyError::Link {
-                    attempts: 1,
-                    source,
-                })?;
+        let mut link = crate::apply::connect(&shard.master, endpoint, db, timeout)
+            .await
+            .map_err(|source| crate::apply::ApplyError::Link {
+                attempts: 1,
+                source,
+            })?;
         let mut cursor = Bytes::from_static(b"0");
         loop {
             let reply = link

@@ -408,7 +408,7 @@ impl ShardSync {
         let mut link = Link::connect(
             &master.host,
             master.port,
-            self.endpoint.credentials.as_ref(),
+            &self.endpoint,
             self.options.timeout,
         )
         .await
@@ -470,8 +470,7 @@ async fn heartbeat(
         tokio::time::sleep(Duration::from_millis(250)).await;
         tick += 1;
         if link.is_none() {
-            let credentials = source.endpoint.credentials.as_ref();
-            match Link::connect(&master.host, master.port, credentials, timeout).await {
+            match Link::connect(&master.host, master.port, &source.endpoint, timeout).await {
                 Ok(l) => link = Some(l),
                 Err(_) => {
                     if let Some(m) = current_master(&source, &shard, timeout).await {

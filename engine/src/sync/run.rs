@@ -517,6 +517,7 @@ impl ShardSync {
     ) -> Result<Session, SessionError> {
         let mut config = SessionConfig::new(node.host.clone(), node.port);
         config.credentials = self.endpoint.credentials.clone();
+        config.tls = self.endpoint.tls.clone();
         config.handshake_timeout = self.options.timeout;
         config.spool = self.options.spool.clone();
         config.spool_gauge = self.progress.spool.clone();

@@ -424,13 +424,7 @@ async fn open(
     config: &ApplyConfig,
 ) -> Result<Link, LinkError> {
     let db = target.endpoint.db.filter(|_| !target.topology.cluster);
-    connect(
-        addr,
-        target.endpoint.credentials.as_ref(),
-        db,
-        config.connect_timeout,
-    )
-    .await
+    connect(addr, &target.endpoint, db, config.connect_timeout).await
 }
 
 async fn expect_ok(link: &mut Link, argv: &[&[u8]]) -> Result<(), ApplyError> {

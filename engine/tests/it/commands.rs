@@ -51,9 +51,14 @@ async fn check(binary: ServerBinary) {
         .start()
         .unwrap();
     let addr = (server.master() as &dyn Node).addr();
-    let mut link = Link::connect(&addr.host, addr.port, None, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let mut link = Link::connect(
+        &addr.host,
+        addr.port,
+        &ferry_engine::endpoint::Endpoint::plain(&addr.host, addr.port),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     let table = CommandTable::from_reply(&link.call(&["COMMAND"]).await.unwrap()).unwrap();
     assert!(table.len() > 200, "{binary}: {} commands", table.len());
     for line in SAMPLES {

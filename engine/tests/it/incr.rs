@@ -15,7 +15,7 @@ fn endpoint(deployment: &dyn Deployment) -> Endpoint {
     Endpoint::parse(&deployment.nodes()[0].addr().url()).unwrap()
 }
 
-fn options(mode: SyncMode) -> SyncOptions {
+pub(crate) fn options(mode: SyncMode) -> SyncOptions {
     SyncOptions {
         mode,
         ..SyncOptions::default()
@@ -23,16 +23,22 @@ fn options(mode: SyncMode) -> SyncOptions {
 }
 
 /// A sync running in the background; dropping it stops it as abruptly as a crash.
-struct Running {
+pub(crate) struct Running {
     task: tokio::task::JoinHandle<Result<(), String>>,
     progress: Vec<Arc<ShardProgress>>,
 }
 
 impl Running {
     async fn start(source: &dyn Deployment, target: &dyn Deployment, options: SyncOptions) -> Self {
-        let sync = Sync::prepare(&endpoint(source), &endpoint(target), options)
-            .await
-            .unwrap();
+        Self::start_endpoints(&endpoint(source), &endpoint(target), options).await
+    }
+
+    pub(crate) async fn start_endpoints(
+        source: &Endpoint,
+        target: &Endpoint,
+        options: SyncOptions,
+    ) -> Self {
+        let sync = Sync::prepare(source, target, options).await.unwrap();
         let progress = sync.progress().to_vec();
         let task =
             tokio::spawn(async move { sync.run().await.map(|_| ()).map_err(|e| e.to_string()) });
@@ -41,7 +47,7 @@ impl Running {
 
     /// Waits until every shard has stayed caught up for 600 ms (the source offset is polled
     /// every 250 ms, so that spans fresh polls); panics with the sync's error if it stopped.
-    async fn caught_up(&mut self, limit: Duration) {
+    pub(crate) async fn caught_up(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
         let mut since: Option<Instant> = None;
         loop {
@@ -66,11 +72,11 @@ impl Running {
         self.progress.iter().map(|p| p.resumes()).sum()
     }
 
-    fn full_resyncs(&self) -> u64 {
+    pub(crate) fn full_resyncs(&self) -> u64 {
         self.progress.iter().map(|p| p.full_resyncs()).sum()
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         if self.task.is_finished() {
             let result = self.task.await.unwrap();
             panic!("the sync stopped: {result:?}");
@@ -81,7 +87,7 @@ impl Running {
 }
 
 /// Waits (off the runtime's threads) until both sides hold the same data.
-async fn assert_exact(source: &dyn Deployment, target: &dyn Deployment) {
+pub(crate) async fn assert_exact(source: &dyn Deployment, target: &dyn Deployment) {
     let diff = tokio::task::block_in_place(|| await_equal(source, target, Duration::from_secs(20)))
         .unwrap();
     assert!(

@@ -8,3 +8,4 @@ mod rdb;
 mod replica;
 mod stream_router;
 mod sync;
+mod tls;

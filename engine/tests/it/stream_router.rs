@@ -54,9 +54,14 @@ async fn stream_commands_become_routed_writes() {
     let server = LocalServer::builder().start().unwrap();
     let target = LocalCluster::builder().masters(3).start().unwrap();
     let addr = (server.master() as &dyn Node).addr();
-    let mut link = Link::connect(&addr.host, addr.port, None, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let mut link = Link::connect(
+        &addr.host,
+        addr.port,
+        &ferry_engine::endpoint::Endpoint::plain(&addr.host, addr.port),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     let table = CommandTable::from_reply(&link.call(&["COMMAND"]).await.unwrap()).unwrap();
     let seed = Endpoint::parse(&target.nodes()[0].addr().url()).unwrap();
     let topology = Discovered::discover(&seed, Duration::from_secs(5))
