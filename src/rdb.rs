@@ -104,7 +104,8 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         };
         read += n as u64;
         match parser.feed(&buf[..n], &mut inspector) {
-            Ok(Status::NeedMore) => {}
+            // The inspector never asks for a pause.
+            Ok(Status::NeedMore | Status::Paused) => {}
             Ok(Status::Done { unused }) => trailing += unused as u64,
             Err(InspectError::Rdb(error)) => {
                 return Err(error).with_context(|| format!("reading {}", path.display()))

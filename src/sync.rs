@@ -59,6 +59,10 @@ pub struct SyncArgs {
     /// Rewrite every value as commands instead of RESTORE.
     #[arg(long)]
     rewrite: bool,
+    /// Values whose serialized form is bigger than this are rewritten as commands, in parts of
+    /// about 1 MB, instead of RESTOREd whole: memory stays bounded whatever a value's size.
+    #[arg(long, value_name = "MB", default_value_t = 4)]
+    restore_max_mb: usize,
     /// Start without running the precheck.
     #[arg(long)]
     skip_precheck: bool,
@@ -194,6 +198,7 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
             dir: args.spool_dir.clone(),
         },
         rewrite: args.rewrite,
+        restore_max_bytes: args.restore_max_mb << 20,
         batch_keys: args.batch_keys.max(1),
         db: args.db.unwrap_or(0),
         selection: args.selection(),

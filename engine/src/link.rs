@@ -124,6 +124,16 @@ impl Link {
         self.queued += 1;
     }
 
+    /// Queues `count` commands already encoded as RESP.
+    pub fn queue_encoded(&mut self, encoded: BytesMut, count: usize) {
+        if self.out.is_empty() {
+            self.out = encoded;
+        } else {
+            self.out.extend_from_slice(&encoded);
+        }
+        self.queued += count;
+    }
+
     /// Bytes queued and not yet flushed.
     pub fn queued_bytes(&self) -> usize {
         self.out.len()

@@ -1,18 +1,19 @@
 //! Where bytes leave: writes routed to the target master that owns their slot, pipelined,
 //! every reply checked, redirections and transient refusals retried without reordering.
 //!
-//! The unit of work is a [`WriteGroup`]: the commands that rebuild one key, idempotent as a
-//! whole (it begins with `DEL` or is a `RESTORE ... REPLACE`). [`Applier::apply`] sends a batch
-//! of groups, one pipeline per master, all masters at once; a group that meets `MOVED`, `ASK`,
-//! `TRYAGAIN`, `CLUSTERDOWN`, `LOADING` or `OOM` is sent again, whole, after the topology is
-//! refreshed or after a backoff. Every later group of the same slot in that pipeline is sent
-//! again with it, so a key's writes are never applied out of order. Any other error reply
-//! stops the apply with the key, the command and the reason.
+//! The unit of work is a [`WriteGroup`]: the commands that rebuild one key, or one part of a
+//! big key, idempotent as a whole (it begins with `DEL`, is a `RESTORE ... REPLACE`, or is a
+//! part that writes the same elements at the same place however often it runs).
+//! [`Applier::apply`] sends a batch of groups, one pipeline per master, all masters at once; a
+//! group that meets `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `LOADING` or `OOM` is sent
+//! again, whole, after the topology is refreshed or after a backoff. Every later group of the
+//! same slot in that pipeline is sent again with it, so a key's writes are never applied out of
+//! order. Any other error reply stops the apply with the key, the command and the reason.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
 
 use crate::deployment::{Deployment, DiscoverError};
@@ -20,20 +21,51 @@ use crate::link::{Link, LinkError};
 use crate::resp::{Command, Frame};
 use crate::route::{NodeAddr, Slot};
 
-/// The commands that rebuild one key; applying the whole group again leaves the key as one
-/// application does.
+/// The commands that rebuild one key, or one part of a key too big to hold whole; applying
+/// the whole group again leaves the key as one application does (given the parts before it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteGroup {
     pub key: Bytes,
     pub commands: Vec<Command>,
+    pub part: Part,
+}
+
+/// Which part of its key's writes a [`WriteGroup`] holds. The parts of one key must be applied
+/// in order: a later part is only idempotent once the parts before it are in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Part {
+    /// Everything the key needs.
+    Whole,
+    /// The first part (it clears the key) of several.
+    First,
+    /// A part between the first and the last.
+    Middle,
+    /// The last part (expiry included).
+    Last,
 }
 
 impl WriteGroup {
+    /// A group that rebuilds its key whole.
     pub fn new(key: impl Into<Bytes>, commands: Vec<Command>) -> Self {
+        Self::part(key, commands, Part::Whole)
+    }
+
+    pub fn part(key: impl Into<Bytes>, commands: Vec<Command>, part: Part) -> Self {
         WriteGroup {
             key: key.into(),
             commands,
+            part,
         }
+    }
+
+    /// The group begins its key's writes: nothing of the key must be applied before it.
+    pub fn starts_key(&self) -> bool {
+        matches!(self.part, Part::Whole | Part::First)
+    }
+
+    /// The key is complete once this group is applied.
+    pub fn ends_key(&self) -> bool {
+        matches!(self.part, Part::Whole | Part::Last)
     }
 
     pub fn slot(&self) -> Slot {
@@ -289,29 +321,30 @@ impl Applier {
                 .filter(|_| !self.target.topology.cluster);
             let timeout = self.config.connect_timeout;
             let addr = addr.clone();
-            let mut argv_count = 0u64;
-            let mut bytes = 0u64;
-            let mut commands = Vec::new();
+            // Encoded here, once: the groups stay in `by_node` for the replies.
+            let mut encoded = BytesMut::new();
+            let mut count = 0;
+            let mut written = 0u64;
             for p in list {
                 for command in &p.group.commands {
                     if matches!(p.route, Route::Ask(_)) {
-                        commands.push(Command::new("ASKING"));
+                        Command::new("ASKING").encode(&mut encoded);
+                        count += 1;
                     }
-                    argv_count += 1;
-                    bytes += command.encoded_len() as u64;
-                    commands.push(command.clone());
+                    let before = encoded.len();
+                    command.encode(&mut encoded);
+                    self.stats.bytes += (encoded.len() - before) as u64;
+                    count += 1;
+                    written += 1;
                 }
             }
-            self.stats.commands += argv_count;
-            self.stats.bytes += bytes;
+            self.stats.commands += written;
             tasks.spawn(async move {
                 let mut link = match link {
                     Some(link) => link,
                     None => connect(&addr, &endpoint, db, timeout).await?,
                 };
-                for command in &commands {
-                    link.queue_command(command);
-                }
+                link.queue_encoded(encoded, count);
                 let replies = link.exchange().await?;
                 Ok::<_, LinkError>((index, link, replies))
             });

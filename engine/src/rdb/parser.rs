@@ -21,7 +21,8 @@ const MAX_SLOT_RANGES: usize = 16384;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
     /// The longest value whose raw bytes a sink can get whole ([`Want::Raw`](super::Want::Raw)); longer values
-    /// come as elements. This much of a value is buffered at most. Default 512 MiB.
+    /// come as elements. This much of a value is buffered at most, except for module values
+    /// (which have no elements), kept up to `max_string_len`. Default 512 MiB.
     pub max_raw_value: usize,
     /// The longest single string accepted: a key, an element, an encoded collection (ziplist,
     /// listpack...), before and after LZF decompression. Default 512 MiB, Redis's
@@ -57,6 +58,10 @@ pub enum EmptyKeys {
 pub enum Status {
     /// The bytes so far end inside the file: feed more.
     NeedMore,
+    /// The sink said it was [full](super::Sink::full): the parser stopped before the next
+    /// event and holds the rest of the input. Drain the sink, then call
+    /// [`Parser::feed`] again (with the next bytes, or none).
+    Paused,
     /// The file ended (EOF opcode and checksum read). The last `unused` bytes of the input
     /// fed last are not part of it.
     Done { unused: usize },
@@ -227,6 +232,10 @@ impl Parser {
                     self.input.drop_unconsumed();
                     self.compact();
                     return Ok(Status::Done { unused });
+                }
+                Ok(()) if sink.full() => {
+                    self.compact();
+                    return Ok(Status::Paused);
                 }
                 Ok(()) => {}
                 Err(Halt::NeedMore) => {
@@ -540,7 +549,14 @@ impl Parser {
         } else {
             self.input.offset()
         };
-        if end - self.value_start <= self.config.max_raw_value as u64 {
+        // Module values have no elements to fall back on: they are kept whole up to the
+        // longest string accepted.
+        let limit = if self.key.rdb_type.object_type() == ObjectType::Module {
+            self.config.max_raw_value.max(self.config.max_string_len)
+        } else {
+            self.config.max_raw_value
+        };
+        if end - self.value_start <= limit as u64 {
             return false;
         }
         self.raw = false;

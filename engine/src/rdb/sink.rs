@@ -86,6 +86,13 @@ pub trait Sink {
         Ok(())
     }
 
+    /// Whether the sink holds as much as it should: if so, the parser returns
+    /// [`Status::Paused`](super::Status::Paused) before the next event, so that the caller
+    /// can drain the sink. Asked after every unit read (an element, an encoded collection).
+    fn full(&self) -> bool {
+        false
+    }
+
     /// `RDB_OPCODE_EOF` and the checksum after it: the file is complete and valid.
     fn end(&mut self, checksum: Checksum) -> Result<(), Self::Error> {
         let _ = checksum;
@@ -128,6 +135,9 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     }
     fn value(&mut self, key: &Key<'_>, value: &ValueEnd<'_>) -> Result<(), Self::Error> {
         (**self).value(key, value)
+    }
+    fn full(&self) -> bool {
+        (**self).full()
     }
     fn end(&mut self, checksum: Checksum) -> Result<(), Self::Error> {
         (**self).end(checksum)

@@ -10,7 +10,7 @@ use super::snapshot::{SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
 use crate::apply::{Applier, ApplyError, ApplyStats};
 use crate::deployment::{Deployment, DiscoverError};
 use crate::endpoint::Endpoint;
-use crate::rdb::{self, Parser};
+use crate::rdb::{Parser, Status};
 
 /// Bytes read from the file at a time.
 const CHUNK: usize = 1 << 20;
@@ -60,8 +60,9 @@ pub async fn load_file(
     let target = Deployment::discover(target, options.timeout).await?;
     let mode = ValueMode::for_target(&target.server, options.rewrite);
     let mut applier = Applier::new(target, options.apply.clone());
-    let mut parser = Parser::new(rdb::Config::default());
-    let mut sink = SnapshotSink::new(mode, options.db, options.selection.clone());
+    let mut parser = Parser::new(options.parser_config());
+    let mut sink = SnapshotSink::new(mode, options.db, options.selection.clone())
+        .batch_limits(options.batch_keys, options.batch_bytes);
     let mut buf = vec![0u8; CHUNK];
     let mut bytes = 0u64;
     loop {
@@ -70,9 +71,9 @@ pub async fn load_file(
             break;
         }
         bytes += n as u64;
-        parser.feed(&buf[..n], &mut sink).map_err(snapshot_error)?;
-        let (keys, size) = sink.pending();
-        if keys >= options.batch_keys || size >= options.batch_bytes {
+        let mut input = &buf[..n];
+        while parser.feed(input, &mut sink).map_err(snapshot_error)? == Status::Paused {
+            input = &[];
             let (batch, _) = sink.take_groups();
             applier.apply(batch).await?;
         }

@@ -59,6 +59,9 @@ pub struct SyncOptions {
     /// Rewrite every value as commands instead of `RESTORE` (the default decides per
     /// snapshot format).
     pub rewrite: bool,
+    /// Values serialized in more bytes than this are rewritten as commands, in parts, even
+    /// where `RESTORE` would do: memory stays bounded by the part size, not the value's.
+    pub restore_max_bytes: usize,
     /// The source db to copy (cluster sources only have db 0).
     pub db: u32,
     pub timeout: Duration,
@@ -75,6 +78,16 @@ pub struct SyncOptions {
     pub max_snapshots_per_host: usize,
 }
 
+impl SyncOptions {
+    /// How snapshots are parsed: values past `restore_max_bytes` come as elements.
+    pub(super) fn parser_config(&self) -> rdb::Config {
+        rdb::Config {
+            max_raw_value: self.restore_max_bytes,
+            ..rdb::Config::default()
+        }
+    }
+}
+
 impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
@@ -85,8 +98,9 @@ impl Default for SyncOptions {
             stream_batch: 1000,
             spool: SpoolConfig::default(),
             batch_keys: 2000,
-            batch_bytes: 8 << 20,
+            batch_bytes: 4 << 20,
             rewrite: false,
+            restore_max_bytes: super::snapshot::RESTORE_MAX_BYTES,
             db: 0,
             timeout: Duration::from_secs(10),
             apply: ApplyConfig::default(),
@@ -604,23 +618,30 @@ impl ShardSync {
         }
         // Batches go to apply workers through a short queue, so parsing goes on while earlier
         // batches are applied. A snapshot holds each key once, so batches may land in any
-        // order: several workers, each with its own connections, keep the target busy.
+        // order: several workers, each with its own connections, keep the target busy. The
+        // exception is a big value handed out in parts: a batch that continues a key waits
+        // until every batch sent before it is applied.
         let workers = self.options.apply_workers.max(1);
         let (batches, queue) = mpsc::channel::<Vec<WriteGroup>>(workers * 2);
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let (finished, mut finished_rx) = tokio::sync::watch::channel(0u64);
+        let finished = Arc::new(finished);
         let mut applying = JoinSet::new();
         for _ in 0..workers {
             let mut applier = Applier::new(self.target.clone(), self.options.apply.clone());
             let progress = self.progress.clone();
             let queue = queue.clone();
+            let finished = finished.clone();
             applying.spawn(async move {
                 loop {
                     let Some(batch) = queue.lock().await.recv().await else {
                         break;
                     };
-                    let keys = batch.len() as u64;
+                    let keys = batch.iter().filter(|g| g.ends_key()).count() as u64;
                     let bytes_before = applier.stats().bytes;
-                    applier.apply(batch).await?;
+                    let applied = applier.apply(batch).await;
+                    finished.send_modify(|n| *n += 1);
+                    applied?;
                     progress.applied_keys.fetch_add(keys, Ordering::Relaxed);
                     progress
                         .applied_bytes
@@ -629,10 +650,21 @@ impl ShardSync {
                 Ok::<_, ApplyError>(applier.stats().clone())
             });
         }
+        drop(finished);
+        let mut sent = 0u64;
+        let mut send = async |batch: Vec<WriteGroup>| {
+            if batch.first().is_some_and(|g| !g.starts_key()) {
+                // Every worker gone means one failed: its error is collected below.
+                let _ = finished_rx.wait_for(|&n| n >= sent).await;
+            }
+            sent += 1;
+            batches.send(batch).await.is_ok()
+        };
 
-        let mut parser = Parser::new(rdb::Config::default());
+        let mut parser = Parser::new(self.options.parser_config());
         let mut sink =
-            SnapshotSink::new(self.mode, self.options.db, self.options.selection.clone());
+            SnapshotSink::new(self.mode, self.options.db, self.options.selection.clone())
+                .batch_limits(self.options.batch_keys, self.options.batch_bytes);
         self.progress.snapshot_keys_read.store(0, Ordering::Relaxed);
         self.progress
             .snapshot_keys_expected
@@ -646,14 +678,23 @@ impl ShardSync {
                 SessionEvent::SnapshotBegin(_) => {}
                 SessionEvent::SnapshotChunk(bytes) => {
                     self.progress.record_received(bytes.len() as u64);
-                    parser.feed(&bytes, &mut sink).map_err(snapshot_error)?;
-                    self.progress.record_snapshot_keys(sink.stats());
-                    let (keys, size) = sink.pending();
-                    if keys >= self.options.batch_keys || size >= self.options.batch_bytes {
+                    // The parser pauses whenever a batch is full, so a chunk of compact
+                    // encodings never becomes more than a batch of commands at a time.
+                    let mut input = &bytes[..];
+                    let mut stopped = false;
+                    while parser.feed(input, &mut sink).map_err(snapshot_error)?
+                        == rdb::Status::Paused
+                    {
+                        input = &[];
                         let (batch, _) = sink.take_groups();
-                        if batches.send(batch).await.is_err() {
-                            break None;
+                        if !send(batch).await {
+                            stopped = true;
+                            break;
                         }
+                    }
+                    self.progress.record_snapshot_keys(sink.stats());
+                    if stopped {
+                        break None;
                     }
                 }
                 SessionEvent::SnapshotEnd { len } => {
@@ -663,7 +704,7 @@ impl ShardSync {
                     self.progress.record_snapshot_keys(sink.stats());
                     let (batch, _) = sink.take_groups();
                     if !batch.is_empty() {
-                        let _ = batches.send(batch).await;
+                        send(batch).await;
                     }
                     break Some(len);
                 }

@@ -3,15 +3,22 @@
 //!
 //! A key becomes `RESTORE key <expire-at> <payload> REPLACE ABSTTL` when the target reads the
 //! snapshot's format (the payload is the value's bytes as the file holds them, with the type
-//! byte and the footer added: no re-encoding). Otherwise it is rewritten as commands: `DEL`,
-//! then `SET`/`APPEND`, `RPUSH`, `SADD`, `ZADD` or `HSET` in chunks, and `PEXPIREAT` last.
-//! Keys that have already expired are skipped.
+//! byte and the footer added: no re-encoding) and the value is small enough to hold whole (see
+//! [`RESTORE_MAX_BYTES`]). Otherwise it is rewritten as commands: `DEL`, then `APPEND`,
+//! `RPUSH`, `SADD`, `ZADD` or `HSET` in chunks, and `PEXPIREAT` last. Keys that have already
+//! expired are skipped.
+//!
+//! A rewritten value is handed out in write groups of about [`GROUP_BYTES`] as it is read, so
+//! no value is ever held whole. Each later part can be sent again on its own: strings continue
+//! with `SETRANGE` at their offset, lists with `LTRIM` back to the length before the part and
+//! then `RPUSH`, and hashes, sets and sorted sets with commands that set the same elements
+//! again. Streams are not split (their `XADD`s cannot be repeated).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::apply::WriteGroup;
+use crate::apply::{Part, WriteGroup};
 use crate::rdb::{
     payload, Element, Header, Item, Key, Magic, ObjectType, RdbError, Sink, StreamId, ValueEnd,
     Want,
@@ -21,6 +28,14 @@ use crate::route::KeyFilter;
 
 /// Elements per rewrite command (`RPUSH key e1 ... e512`).
 const REWRITE_CHUNK: usize = 512;
+
+/// A rewritten value is handed out in write groups of about this many bytes.
+pub const GROUP_BYTES: usize = 1 << 20;
+
+/// Values whose serialized form is longer than this are rewritten as commands even when the
+/// target could `RESTORE` them: a payload is held whole (and copied on its way out), a rewrite
+/// only [`GROUP_BYTES`] at a time.
+pub const RESTORE_MAX_BYTES: usize = 4 << 20;
 
 /// How values reach the target, and what the target understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,15 +121,25 @@ pub struct SnapshotSink {
     wanted: bool,
     now_ms: i64,
     stats: SnapshotStats,
+    /// The sink is [full](Sink::full) with this many groups, or this much memory held.
+    max_groups: usize,
+    max_bytes: usize,
 }
 
-/// A value being rewritten: the commands so far and the chunk being filled.
+/// A value being rewritten: the commands of the group being filled and the chunk being
+/// filled.
 struct Rewrite {
     key: Bytes,
     kind: ObjectType,
     commands: Vec<Command>,
+    /// About the encoded size of `commands` and `chunk`.
+    bytes: usize,
     chunk: Option<Command>,
     in_chunk: usize,
+    /// Earlier groups of this value were handed out.
+    split: bool,
+    /// List elements, or string bytes, written so far (handed out or not).
+    written: u64,
     stream: StreamRewrite,
 }
 
@@ -144,10 +169,20 @@ impl SnapshotSink {
             wanted: false,
             now_ms: now_ms(),
             stats: SnapshotStats::default(),
+            max_groups: usize::MAX,
+            max_bytes: usize::MAX,
         }
     }
 
-    /// The groups completed since the last call, and their approximate size in bytes.
+    /// Makes the parser pause (see [`Sink::full`]) once this many groups, or groups holding
+    /// this much memory, wait to be taken.
+    pub fn batch_limits(mut self, groups: usize, bytes: usize) -> Self {
+        self.max_groups = groups.max(1);
+        self.max_bytes = bytes.max(1);
+        self
+    }
+
+    /// The groups completed since the last call, and about the memory they hold.
     pub fn take_groups(&mut self) -> (Vec<WriteGroup>, usize) {
         (
             std::mem::take(&mut self.groups),
@@ -155,21 +190,12 @@ impl SnapshotSink {
         )
     }
 
-    /// Groups waiting and their approximate bytes.
-    pub fn pending(&self) -> (usize, usize) {
-        (self.groups.len(), self.bytes)
-    }
-
     pub fn stats(&self) -> &SnapshotStats {
         &self.stats
     }
 
     fn push(&mut self, group: WriteGroup) {
-        self.bytes += group
-            .commands
-            .iter()
-            .map(Command::encoded_len)
-            .sum::<usize>();
+        self.bytes += group.commands.iter().map(held_bytes).sum::<usize>();
         self.groups.push(group);
     }
 }
@@ -190,6 +216,10 @@ impl Sink for SnapshotSink {
     fn select_db(&mut self, db: u32) -> Result<(), SnapshotError> {
         self.current_db = db;
         Ok(())
+    }
+
+    fn full(&self) -> bool {
+        self.groups.len() >= self.max_groups || self.bytes >= self.max_bytes
     }
 
     fn resize_db(&mut self, keys: u64, _expires: u64) -> Result<(), SnapshotError> {
@@ -239,6 +269,9 @@ impl Sink for SnapshotSink {
             .rewrite
             .get_or_insert_with(|| Rewrite::new(key, stream_v2));
         rewrite.add(element);
+        if let Some(group) = rewrite.cut() {
+            self.push(group);
+        }
         Ok(())
     }
 
@@ -275,11 +308,29 @@ impl Sink for SnapshotSink {
         // An empty string has no parts, so no rewrite was started for it.
         let rewrite =
             rewrite.unwrap_or_else(|| Rewrite::new(key, self.mode.target_rdb_version >= 10));
+        let part = if rewrite.split {
+            Part::Last
+        } else {
+            Part::Whole
+        };
         let commands = with_expiry(rewrite.finish(), &name, key.expire_at_ms);
         self.stats.rewritten += 1;
-        self.push(WriteGroup::new(name, commands));
+        self.push(WriteGroup::part(name, commands, part));
         Ok(())
     }
+}
+
+/// What each argument of a command costs in memory besides its bytes: its `Bytes` handle
+/// and its allocation's overhead.
+const ARG_OVERHEAD: usize = 48;
+
+/// About the memory a command holds.
+fn held_bytes(command: &Command) -> usize {
+    command
+        .argv()
+        .iter()
+        .map(|arg| arg.len() + ARG_OVERHEAD)
+        .sum()
 }
 
 fn rewritable(kind: ObjectType) -> bool {
@@ -324,10 +375,13 @@ impl Rewrite {
         let name = Bytes::copy_from_slice(key.key);
         Rewrite {
             commands: vec![Command::new("DEL").arg(name.clone())],
+            bytes: 0,
             key: name,
             kind: key.object_type(),
             chunk: None,
             in_chunk: 0,
+            split: false,
+            written: 0,
             stream: StreamRewrite {
                 v2: stream_v2,
                 ..StreamRewrite::default()
@@ -439,6 +493,12 @@ impl Rewrite {
             ObjectType::Set => "SADD",
             ObjectType::Zset => "ZADD",
             ObjectType::Hash => "HSET",
+            _ if self.split => {
+                // A later part of a string lands at its offset, however often it is sent.
+                return Command::new("SETRANGE")
+                    .arg(self.key.clone())
+                    .arg(self.written.to_string());
+            }
             _ => "APPEND",
         };
         Command::new(name).arg(self.key.clone())
@@ -446,7 +506,8 @@ impl Rewrite {
 
     fn add(&mut self, element: &Element<'_>) {
         if self.kind == ObjectType::Stream {
-            return self.add_stream(element);
+            self.add_stream(element);
+            return;
         }
         let args: Vec<Bytes> = match element {
             Element::String(part) => vec![item(part)],
@@ -459,10 +520,17 @@ impl Rewrite {
         };
         let mut chunk = self.chunk.take().unwrap_or_else(|| self.start());
         for arg in args {
+            self.bytes += arg.len() + ARG_OVERHEAD;
+            if self.kind == ObjectType::String {
+                self.written += arg.len() as u64;
+            }
             chunk = chunk.arg(arg);
         }
+        if self.kind == ObjectType::List {
+            self.written += 1;
+        }
         self.in_chunk += 1;
-        // A string is appended part by part: each part is one command.
+        // A string is written part by part: each part is one command.
         if self.in_chunk >= REWRITE_CHUNK || self.kind == ObjectType::String {
             self.commands.push(chunk);
             self.in_chunk = 0;
@@ -471,11 +539,43 @@ impl Rewrite {
         }
     }
 
+    /// Once the commands so far reach [`GROUP_BYTES`], hands them out as a group that can be
+    /// sent again on its own, and starts the next one.
+    fn cut(&mut self) -> Option<WriteGroup> {
+        if self.bytes < GROUP_BYTES || self.kind == ObjectType::Stream {
+            return None;
+        }
+        if let Some(chunk) = self.chunk.take() {
+            self.commands.push(chunk);
+            self.in_chunk = 0;
+        }
+        let mut next = Vec::new();
+        if self.kind == ObjectType::List {
+            // Sent again after a refusal or a lost reply, the next part first drops whatever
+            // of it (or of the parts after it) already landed.
+            next.push(
+                Command::new("LTRIM")
+                    .arg(self.key.clone())
+                    .arg("0")
+                    .arg((self.written - 1).to_string()),
+            );
+        }
+        let commands = std::mem::replace(&mut self.commands, next);
+        let part = if self.split {
+            Part::Middle
+        } else {
+            Part::First
+        };
+        self.split = true;
+        self.bytes = 0;
+        Some(WriteGroup::part(self.key.clone(), commands, part))
+    }
+
     fn finish(mut self) -> Vec<Command> {
         if let Some(chunk) = self.chunk.take() {
             self.commands.push(chunk);
         }
-        if self.kind == ObjectType::String && self.commands.len() == 1 {
+        if self.kind == ObjectType::String && !self.split && self.commands.len() == 1 {
             // The empty string: nothing was appended.
             self.commands
                 .push(Command::new("SET").arg(self.key.clone()).arg(Bytes::new()));

@@ -1,12 +1,16 @@
 //! Full sync against real deployments: every key of the fixtures dataset arrives with the
 //! same type, value (`DEBUG DIGEST-VALUE`) and expiry, across shard counts and versions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
+use ferry_engine::apply::{Applier, ApplyConfig, Part, WriteGroup};
+use ferry_engine::deployment::Deployment as EngineDeployment;
 use ferry_engine::endpoint::Endpoint;
-use ferry_engine::sync::{Phase, Sync, SyncOptions};
-use ferry_fixtures::data::Kind;
-use ferry_fixtures::{Dataset, Deployment, LocalCluster, LocalServer, ServerBinary};
+use ferry_engine::rdb::{self, Parser};
+use ferry_engine::sync::{Phase, Selection, SnapshotSink, Sync, SyncOptions, ValueMode};
+use ferry_fixtures::data::{BigKeys, Kind};
+use ferry_fixtures::{Dataset, Deployment, LocalCluster, LocalServer, Node, ServerBinary};
 
 fn endpoint(deployment: &dyn Deployment) -> Endpoint {
     Endpoint::parse(&deployment.nodes()[0].addr().url()).unwrap()
@@ -349,4 +353,95 @@ async fn a_paused_target_master_and_a_slot_moved_mid_sync_still_give_an_exact_co
         .wait_healthy(std::time::Duration::from_secs(30))
         .unwrap();
     assert_same(&source, &target, &dataset, &[]);
+}
+
+/// Big values of every splittable type, a few MiB each.
+fn big_values(seed: u64) -> Dataset {
+    Dataset::new(seed).scale(100).big_keys(BigKeys {
+        hash_fields: 60_000,
+        string_bytes: 3 << 20,
+        list_elements: 100_000,
+        set_members: 60_000,
+        zset_members: 60_000,
+    })
+}
+
+/// A value too big to hold whole goes in parts, and each part can be sent again, alone or
+/// with the part before it (a lost reply, a refused part resent with what followed it), and
+/// still leaves the exact value: strings by offset, lists trimmed back before they grow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_values_go_in_parts_that_can_each_be_sent_again() {
+    let source = LocalServer::builder().start().unwrap();
+    let target = LocalServer::builder().start().unwrap();
+    let dataset = big_values(23);
+    dataset.load(&source).unwrap();
+    let node = source.master();
+    let _: () = (node as &dyn Node).query(&redis::cmd("SAVE")).unwrap();
+    let file = std::fs::read(node.dir().join("dump.rdb")).unwrap();
+    let deployment = EngineDeployment::discover(&endpoint(&target), Duration::from_secs(5))
+        .await
+        .unwrap();
+    for rewrite in [false, true] {
+        let target_node: &dyn Node = target.master();
+        let _: () = target_node.query(&redis::cmd("FLUSHALL")).unwrap();
+        let mode = ValueMode::for_target(&deployment.server, rewrite);
+        let mut sink = SnapshotSink::new(mode, 0, Selection::default());
+        let mut parser = Parser::new(rdb::Config {
+            max_raw_value: 256 << 10,
+            ..rdb::Config::default()
+        });
+        parser.feed(&file, &mut sink).unwrap();
+        parser.finish().unwrap();
+        let (groups, _) = sink.take_groups();
+        let split: HashSet<&[u8]> = groups
+            .iter()
+            .filter(|g| g.part != Part::Whole)
+            .map(|g| g.key.as_ref())
+            .collect();
+        assert_eq!(
+            split.len(),
+            5,
+            "every big value is split (rewrite {rewrite})"
+        );
+        assert!(groups.len() > 100 + 5 * 3, "{} groups", groups.len());
+
+        let mut applier = Applier::new(deployment.clone(), ApplyConfig::default());
+        let mut previous: Option<WriteGroup> = None;
+        for group in groups {
+            applier.apply(vec![group.clone()]).await.unwrap();
+            if !group.starts_key() {
+                applier.apply(vec![group.clone()]).await.unwrap();
+                let before = previous
+                    .clone()
+                    .expect("a part follows the key's first part");
+                applier.apply(vec![before, group.clone()]).await.unwrap();
+            }
+            previous = Some(group);
+        }
+        assert_same(&source, &target, &dataset, &[]);
+    }
+}
+
+/// A full sync hands big values out in parts, RESTORE allowed or not, into a cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_copies_big_values_in_parts() {
+    let source = LocalServer::builder().start().unwrap();
+    let target = LocalCluster::builder().masters(3).start().unwrap();
+    let dataset = big_values(24);
+    dataset.load(&source).unwrap();
+    for rewrite in [false, true] {
+        for master in target.masters().unwrap() {
+            let _: () = master.query(&redis::cmd("FLUSHALL")).unwrap();
+        }
+        let options = SyncOptions {
+            rewrite,
+            restore_max_bytes: 256 << 10,
+            ..SyncOptions::default()
+        };
+        let report = sync(&source, &target, options).await;
+        assert_eq!(report.keys(), dataset.len());
+        let groups: u64 = report.shards.iter().map(|s| s.apply.groups).sum();
+        assert!(groups > dataset.len() + 5 * 3, "{groups} groups");
+        assert_same(&source, &target, &dataset, &[]);
+    }
 }
