@@ -37,6 +37,9 @@ pub enum SyncMode {
     Incr,
 }
 
+/// Snapshot bytes handed to the parser at a time.
+const FEED_SLICE: usize = 256 << 10;
+
 /// Tunables of a sync.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -679,17 +682,20 @@ impl ShardSync {
                 SessionEvent::SnapshotChunk(bytes) => {
                     self.progress.record_received(bytes.len() as u64);
                     // The parser pauses whenever a batch is full, so a chunk of compact
-                    // encodings never becomes more than a batch of commands at a time.
-                    let mut input = &bytes[..];
+                    // encodings never becomes more than a batch of commands at a time; fed in
+                    // slices, it is not copied whole into the parser's buffer either.
                     let mut stopped = false;
-                    while parser.feed(input, &mut sink).map_err(snapshot_error)?
-                        == rdb::Status::Paused
-                    {
-                        input = &[];
-                        let (batch, _) = sink.take_groups();
-                        if !send(batch).await {
-                            stopped = true;
-                            break;
+                    'slices: for slice in bytes.chunks(FEED_SLICE) {
+                        let mut input = slice;
+                        while parser.feed(input, &mut sink).map_err(snapshot_error)?
+                            == rdb::Status::Paused
+                        {
+                            input = &[];
+                            let (batch, _) = sink.take_groups();
+                            if !send(batch).await {
+                                stopped = true;
+                                break 'slices;
+                            }
                         }
                     }
                     self.progress.record_snapshot_keys(sink.stats());
