@@ -28,6 +28,9 @@ pub struct WriteGroup {
     pub key: Bytes,
     pub commands: Vec<Command>,
     pub part: Part,
+    /// The key's slot, computed while the key is at hand (routing reads it often, from
+    /// another thread).
+    slot: Slot,
 }
 
 /// Which part of its key's writes a [`WriteGroup`] holds. The parts of one key must be applied
@@ -51,8 +54,10 @@ impl WriteGroup {
     }
 
     pub fn part(key: impl Into<Bytes>, commands: Vec<Command>, part: Part) -> Self {
+        let key = key.into();
         WriteGroup {
-            key: key.into(),
+            slot: Slot::of_key(&key),
+            key,
             commands,
             part,
         }
@@ -69,7 +74,7 @@ impl WriteGroup {
     }
 
     pub fn slot(&self) -> Slot {
-        Slot::of_key(&self.key)
+        self.slot
     }
 }
 
