@@ -207,6 +207,14 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
         ..SyncOptions::default()
     };
     if let Some(path) = file {
+        if args.endpoints.source_tls.options().is_some()
+            || args.endpoints.source_password_file.is_some()
+        {
+            bail!(
+                "--source {} is an RDB file: --source-tls-* and --source-password-file apply to a server source",
+                path.display()
+            );
+        }
         let target = args.endpoints.resolve_target()?;
         return runtime.block_on(async {
             if !args.skip_precheck {

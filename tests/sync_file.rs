@@ -81,3 +81,26 @@ fn a_corrupt_file_is_a_one_line_error_naming_the_offset() {
         "{err}"
     );
 }
+
+#[test]
+fn source_tls_flags_with_an_rdb_file_are_refused_in_one_line() {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/rdb-corpus/redis-tests/corrupt_ziplist.rdb"
+    );
+    let out = ferry(&[
+        "sync",
+        "--source",
+        file,
+        "--target",
+        "redis://127.0.0.1:1",
+        "--source-tls-insecure",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("is an RDB file: --source-tls-*"),
+        "{err}"
+    );
+}
