@@ -45,7 +45,7 @@ pub struct SyncArgs {
     publish: bool,
     /// MB per source shard kept in memory when the source sends faster than the target
     /// applies; beyond it, bytes wait in a file in --spool-dir.
-    #[arg(long, value_name = "MB", default_value_t = 16)]
+    #[arg(long, value_name = "MB", default_value_t = 4)]
     buffer_mb: usize,
     /// Directory for spilled bytes (default: the system's temporary directory).
     #[arg(long, value_name = "DIR")]

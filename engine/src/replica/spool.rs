@@ -30,7 +30,7 @@ pub struct SpoolConfig {
 impl Default for SpoolConfig {
     fn default() -> Self {
         SpoolConfig {
-            memory_cap: 16 << 20,
+            memory_cap: 4 << 20,
             dir: None,
         }
     }

@@ -625,7 +625,7 @@ impl ShardSync {
         // exception is a big value handed out in parts: a batch that continues a key waits
         // until every batch sent before it is applied.
         let workers = self.options.apply_workers.max(1);
-        let (batches, queue) = mpsc::channel::<Vec<WriteGroup>>(workers * 2);
+        let (batches, queue) = mpsc::channel::<Vec<WriteGroup>>(workers);
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
         let (finished, mut finished_rx) = tokio::sync::watch::channel(0u64);
         let finished = Arc::new(finished);
