@@ -294,25 +294,31 @@ impl Applier {
         // Group by destination, keeping the original order within each.
         let mut by_node: Vec<(NodeAddr, Vec<Pending>)> = Vec::new();
         for p in pending {
-            let addr = match &p.route {
-                Route::Ask(addr) => addr.clone(),
-                Route::Owner => {
-                    let slot = p.group.slot();
-                    match self.target.topology.owner(slot) {
-                        Some(shard) => shard.master.clone(),
-                        None => {
-                            return Err(ApplyError::Uncovered {
-                                key: printable(&p.group.key),
-                                slot,
-                            })
+            let index = {
+                let addr = match &p.route {
+                    Route::Ask(addr) => addr,
+                    Route::Owner => {
+                        let slot = p.group.slot();
+                        match self.target.topology.owner(slot) {
+                            Some(shard) => &shard.master,
+                            None => {
+                                return Err(ApplyError::Uncovered {
+                                    key: printable(&p.group.key),
+                                    slot,
+                                })
+                            }
                         }
+                    }
+                };
+                match by_node.iter().position(|(a, _)| a == addr) {
+                    Some(index) => index,
+                    None => {
+                        by_node.push((addr.clone(), Vec::new()));
+                        by_node.len() - 1
                     }
                 }
             };
-            match by_node.iter_mut().find(|(a, _)| *a == addr) {
-                Some((_, list)) => list.push(p),
-                None => by_node.push((addr, vec![p])),
-            }
+            by_node[index].1.push(p);
         }
 
         let mut tasks = JoinSet::new();

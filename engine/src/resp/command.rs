@@ -26,6 +26,13 @@ impl Command {
         }
     }
 
+    /// The command `name`, with room for `args` arguments without reallocating.
+    pub fn with_capacity(name: impl Into<Bytes>, args: usize) -> Self {
+        let mut argv = Vec::with_capacity(1 + args);
+        argv.push(name.into());
+        Command { argv }
+    }
+
     /// This command with `arg` appended.
     #[must_use]
     pub fn arg(mut self, arg: impl Into<Bytes>) -> Self {

@@ -283,9 +283,14 @@ impl Sink for SnapshotSink {
         let name = Bytes::copy_from_slice(key.key);
         if let (true, Some(raw), Some(header)) = (self.restore, value.raw, self.header) {
             let payload = payload::build(key.rdb_type, raw, header.version);
-            let mut restore = Command::new("RESTORE")
+            let expire_at = match key.expire_at_ms {
+                Some(at) => Bytes::from(at.to_string()),
+                None => Bytes::from_static(b"0"),
+            };
+            // Room for every argument, IDLETIME and FREQ included: one allocation.
+            let mut restore = Command::with_capacity("RESTORE", 9)
                 .arg(name.clone())
-                .arg(key.expire_at_ms.unwrap_or(0).to_string())
+                .arg(expire_at)
                 .arg(payload)
                 .arg("REPLACE")
                 .arg("ABSTTL");
