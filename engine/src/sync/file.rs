@@ -74,14 +74,14 @@ pub async fn load_file(
         let mut input = &buf[..n];
         while parser.feed(input, &mut sink).map_err(snapshot_error)? == Status::Paused {
             input = &[];
-            let (batch, _) = sink.take_groups();
+            let batch = sink.take_groups();
             applier.apply(batch).await?;
         }
     }
     parser
         .finish()
         .map_err(|e| snapshot_error(SnapshotError::Rdb(e)))?;
-    let (batch, _) = sink.take_groups();
+    let batch = sink.take_groups();
     applier.apply(batch).await?;
     Ok(FileReport {
         bytes,

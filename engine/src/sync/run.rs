@@ -691,7 +691,7 @@ impl ShardSync {
                             == rdb::Status::Paused
                         {
                             input = &[];
-                            let (batch, _) = sink.take_groups();
+                            let batch = sink.take_groups();
                             if !send(batch).await {
                                 stopped = true;
                                 break 'slices;
@@ -708,7 +708,7 @@ impl ShardSync {
                         .finish()
                         .map_err(|e| snapshot_error(SnapshotError::Rdb(e)))?;
                     self.progress.record_snapshot_keys(sink.stats());
-                    let (batch, _) = sink.take_groups();
+                    let batch = sink.take_groups();
                     if !batch.is_empty() {
                         send(batch).await;
                     }

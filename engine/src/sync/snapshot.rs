@@ -182,12 +182,10 @@ impl SnapshotSink {
         self
     }
 
-    /// The groups completed since the last call, and about the memory they hold.
-    pub fn take_groups(&mut self) -> (Vec<WriteGroup>, usize) {
-        (
-            std::mem::take(&mut self.groups),
-            std::mem::take(&mut self.bytes),
-        )
+    /// The groups completed since the last call.
+    pub fn take_groups(&mut self) -> Vec<WriteGroup> {
+        self.bytes = 0;
+        std::mem::take(&mut self.groups)
     }
 
     pub fn stats(&self) -> &SnapshotStats {
@@ -611,7 +609,7 @@ mod tests {
         let mut parser = Parser::new(Config::default());
         parser.feed(file, &mut sink).unwrap();
         parser.finish().unwrap();
-        (sink.take_groups().0, sink.stats().clone())
+        (sink.take_groups(), sink.stats().clone())
     }
 
     /// REDIS0003: db 0 {"k": "v", "gone": "x" expired in 1970}, db 2 {"a:1": "b", "z": "c"}.

@@ -392,7 +392,7 @@ async fn big_values_go_in_parts_that_can_each_be_sent_again() {
         });
         parser.feed(&file, &mut sink).unwrap();
         parser.finish().unwrap();
-        let (groups, _) = sink.take_groups();
+        let groups = sink.take_groups();
         let split: HashSet<&[u8]> = groups
             .iter()
             .filter(|g| g.part != Part::Whole)
