@@ -57,6 +57,7 @@ fn main() -> Result<(), Error> {
     let mut servers = Vec::new();
     let mut listings = Vec::new();
     let mut listed = 0usize;
+    let mut commands = Vec::new();
     for _ in 0..runs {
         let mut verify = Command::new(&ferry);
         verify
@@ -64,9 +65,13 @@ fn main() -> Result<(), Error> {
             .arg(source.nodes()[0].addr().url())
             .arg("--target")
             .arg(target.nodes()[0].addr().url());
+        for node in source.nodes().into_iter().chain(target.nodes()) {
+            conn::query::<()>(&node.addr(), redis::cmd("CONFIG").arg("RESETSTAT"))?;
+        }
         let before = servers_cpu()?;
         verified.push(measure::run(verify)?);
         servers.push(servers_cpu()? - before);
+        commands = command_stats(&source, &target)?;
 
         let started = Instant::now();
         listed = 0;
@@ -119,5 +124,43 @@ fn main() -> Result<(), Error> {
     println!("servers while verifying: {servers:.2} CPU s{of}");
     println!("baseline redis-cli --scan of both clusters: {listed} names in {listing:.2} s{of}");
     println!("ratio verify / listing: {:.2}", wall / listing);
+    println!("server time per key by command (last run, both sides, INFO commandstats):");
+    for (command, calls, usec) in commands {
+        println!(
+            "  {command:<28} {:>6.2} calls/key {:>7.2} us/key",
+            calls as f64 / keys as f64,
+            usec as f64 / keys as f64
+        );
+    }
     Ok(())
+}
+
+/// Calls and microseconds per command over every node of both sides since their last
+/// `CONFIG RESETSTAT`, most time first.
+fn command_stats(
+    source: &LocalCluster,
+    target: &LocalCluster,
+) -> Result<Vec<(String, u64, u64)>, Error> {
+    let mut totals: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for node in source.nodes().into_iter().chain(target.nodes()) {
+        for (name, stats) in conn::info(&node.addr(), "commandstats")? {
+            // cmdstat_<name>: calls=N,usec=N,usec_per_call=...
+            let Some(command) = name.strip_prefix("cmdstat_") else {
+                continue;
+            };
+            let field = |key: &str| {
+                stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let total = totals.entry(command.to_string()).or_default();
+            total.0 += field("calls");
+            total.1 += field("usec");
+        }
+    }
+    let mut rows: Vec<_> = totals.into_iter().map(|(c, (n, us))| (c, n, us)).collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.2));
+    Ok(rows)
 }

@@ -71,6 +71,13 @@ pub(crate) fn take(source: &Side, target: &Side, slots: Option<SlotRange>) -> Re
 }
 
 impl Counts {
+    /// Keys per slot (source, target), when both sides are clusters.
+    pub(crate) fn by_slot(&self) -> Option<(&[u64], &[u64])> {
+        self.by_slot
+            .as_ref()
+            .map(|(s, t)| (s.as_slice(), t.as_slice()))
+    }
+
     /// The census, with `__ferry__:` keys the scans found (per db and slot: heartbeats on the
     /// source, checkpoints on the target) taken out of each side's counts.
     pub(crate) fn census(

@@ -203,6 +203,18 @@ impl Config {
         Ok(())
     }
 
+    /// Whether every key of every slot in range is in scope: no name or type filter and no
+    /// sample.
+    pub(crate) fn selects_whole_slots(&self) -> bool {
+        let f = &self.filter;
+        f.prefixes.is_empty()
+            && f.patterns.is_empty()
+            && f.exclude_prefixes.is_empty()
+            && f.exclude_patterns.is_empty()
+            && f.types.is_empty()
+            && self.sample.is_none_or(|rate| rate >= 1.0)
+    }
+
     /// Whether `key` (by name and slot) is in scope for this run.
     pub(crate) fn selects(&self, key: &[u8]) -> bool {
         if key.starts_with(RESERVED_PREFIX) || !self.filter.selects_name(key) {

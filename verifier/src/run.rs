@@ -3,11 +3,11 @@
 //! for keys the source lacks) in parallel, then re-check the differing keys over rounds.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
-use ferry_engine::route::Slot;
+use ferry_engine::route::{Slot, SLOT_COUNT};
 
 use crate::catchup::{self, CatchUp};
 use crate::census;
@@ -58,37 +58,71 @@ pub fn verify(config: &Config) -> Result<Report> {
     ));
 
     let collector = Mutex::new(Collector::new(config.max_differences));
+    // When every key is in scope and both sides count keys per slot, the target is listed
+    // only in the slots whose count the source's keys found there do not explain.
+    let by_slot = census.by_slot().filter(|_| config.selects_whole_slots());
+    let found: Vec<AtomicU64> = (0..SLOT_COUNT).map(|_| AtomicU64::new(0)).collect();
+    let run = Run {
+        config,
+        source: &source,
+        target: &target,
+        collector: &collector,
+        progress: &progress,
+        found: by_slot.is_some().then_some(found.as_slice()),
+    };
     std::thread::scope(|scope| -> Result<()> {
         let ticker = scope.spawn(|| progress.tick(started));
         let mut workers = Vec::new();
         for i in 0..source.shards.len() {
-            let (source, target, dbs, collector, progress) =
-                (&source, &target, &dbs, &collector, &progress);
-            workers.push(
-                scope.spawn(move || {
-                    scan_source(config, source, target, i, dbs, collector, progress)
-                }),
-            );
+            let listings = match by_slot {
+                Some((counts, _)) => {
+                    let mut slots = shard_slots(config, &source, i, |s| counts[s]);
+                    slots.retain(|&(_, n)| n > 0);
+                    vec![(0, Listing::slots(config, slots))]
+                }
+                None if shard_in_range(config, &source, i) => {
+                    dbs.iter().map(|db| (*db, Listing::scan())).collect()
+                }
+                None => Vec::new(),
+            };
+            let run = &run;
+            workers.push(scope.spawn(move || run.scan_source(i, listings)));
         }
-        for i in 0..target.shards.len() {
-            let (source, target, dbs, collector, progress) =
-                (&source, &target, &dbs, &collector, &progress);
-            workers.push(
-                scope.spawn(move || {
-                    scan_target(config, source, target, i, dbs, collector, progress)
-                }),
-            );
+        if by_slot.is_none() {
+            for i in (0..target.shards.len()).filter(|i| shard_in_range(config, &target, *i)) {
+                let listings = dbs.iter().map(|db| (*db, Listing::scan())).collect();
+                let run = &run;
+                workers.push(scope.spawn(move || run.scan_target(i, listings)));
+            }
         }
-        let results: Vec<Result<()>> = workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(VerifyError::Config("a scan worker panicked".into())))
-            })
-            .collect();
+        let mut result = join(workers);
+        if let (Some((_, counts)), Ok(())) = (by_slot, &result) {
+            let found = |slot: usize| found[slot].load(Ordering::Relaxed);
+            let mut workers = Vec::new();
+            for i in 0..target.shards.len() {
+                // A slot holding more or fewer keys than the source's keys found on it: the
+                // target's keys there are listed.
+                let slots = shard_slots(config, &target, i, |s| counts[s]);
+                let mut counted = 0;
+                let mut unexplained = Vec::new();
+                for (slot, n) in slots {
+                    let found = found(usize::from(slot));
+                    if n == found {
+                        counted += n;
+                    } else {
+                        unexplained.push((slot, n.max(found)));
+                    }
+                }
+                lock(&collector).counts.target_keys_counted += counted;
+                let listings = vec![(0, Listing::slots(config, unexplained))];
+                let run = &run;
+                workers.push(scope.spawn(move || run.scan_target(i, listings)));
+            }
+            result = join(workers);
+        }
         progress.finish();
         let _ = ticker.join();
-        results.into_iter().collect()
+        result
     })?;
     let mut collector = collector.into_inner().unwrap_or_else(|e| e.into_inner());
     let rounds = recheck(config, &source, &target, &mut collector, &progress)?;
@@ -174,169 +208,292 @@ impl Batch {
     }
 }
 
-/// Scans the source shard `i` and compares every key in scope with the target: one thread
-/// scans, [`COMPARERS_PER_SHARD`] compare the batches it finds, each with its own
-/// connections, so that several batches are in flight.
-fn scan_source(
-    config: &Config,
-    source: &Side,
-    target: &Side,
-    i: usize,
-    dbs: &[u32],
-    collector: &Mutex<Collector>,
-    progress: &Progress,
-) -> Result<()> {
-    if !shard_in_range(config, source, i) {
-        return Ok(());
-    }
-    let (batches, found) = mpsc::sync_channel::<Batch>(COMPARERS_PER_SHARD);
-    // The comparers own the receiving end: when they all stop (on an error), the scan stops.
-    let found = Arc::new(Mutex::new(found));
-    std::thread::scope(|scope| {
-        let comparers: Vec<_> = (0..COMPARERS_PER_SHARD)
-            .map(|_| {
-                let found = found.clone();
-                scope.spawn(move || {
-                    compare_batches(config, source, target, &found, collector, progress)
+/// What the workers of one verification share.
+struct Run<'a> {
+    config: &'a Config,
+    source: &'a Side,
+    target: &'a Side,
+    collector: &'a Mutex<Collector>,
+    progress: &'a Progress,
+    /// Per slot, the source keys found on the target, when the target's keys are accounted
+    /// for by slot counts.
+    found: Option<&'a [AtomicU64]>,
+}
+
+impl Run<'_> {
+    /// Lists the source shard `i` and compares every key in scope with the target: one
+    /// thread lists, [`COMPARERS_PER_SHARD`] compare the batches it finds, each with its
+    /// own connections, so that several batches are in flight.
+    fn scan_source(&self, i: usize, listings: Vec<(u32, Listing)>) -> Result<()> {
+        let (batches, found) = mpsc::sync_channel::<Batch>(COMPARERS_PER_SHARD);
+        // The comparers own the receiving end: when they all stop (on an error), the
+        // listing stops.
+        let found = Arc::new(Mutex::new(found));
+        std::thread::scope(|scope| {
+            let comparers: Vec<_> = (0..COMPARERS_PER_SHARD)
+                .map(|_| {
+                    let found = found.clone();
+                    scope.spawn(move || self.compare_batches(&found))
                 })
-            })
-            .collect();
-        drop(found);
-        let mut result = scan_batches(config, source, i, dbs, progress, batches);
-        for comparer in comparers {
-            let compared = comparer
-                .join()
-                .unwrap_or_else(|_| Err(VerifyError::Config("a comparer panicked".into())));
-            if result.is_ok() {
-                result = compared;
-            }
-        }
-        result
-    })
-}
-
-/// `SCAN`s the source shard `i` and hands the keys in scope to the comparers.
-fn scan_batches(
-    config: &Config,
-    source: &Side,
-    i: usize,
-    dbs: &[u32],
-    progress: &Progress,
-    batches: mpsc::SyncSender<Batch>,
-) -> Result<()> {
-    let mut links = Links::new(source);
-    let node = source.shards[i].read.clone();
-    for &db in dbs {
-        let mut cursor = 0;
-        loop {
-            let link = links.to(&node, db)?;
-            let due = link.send(&scan_command(cursor, config))?;
-            let (next, keys) = scan_reply(link, due)?;
-            progress
-                .source_scanned
-                .fetch_add(keys.len() as u64, Ordering::Relaxed);
-            if batches
-                .send(Batch::new(config, source, i, db, keys))
-                .is_err()
-            {
-                // Every comparer stopped: the first error is theirs to report.
-                return Ok(());
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+                .collect();
+            drop(found);
+            let result = self.list_source(i, listings, batches);
+            join(comparers).and(result)
+        })
     }
-    Ok(())
-}
 
-/// Compares the batches a source scan finds until it ends.
-fn compare_batches(
-    config: &Config,
-    source: &Side,
-    target: &Side,
-    found: &Mutex<mpsc::Receiver<Batch>>,
-    collector: &Mutex<Collector>,
-    progress: &Progress,
-) -> Result<()> {
-    let mut cmp = Comparator::new(config, source, target);
-    loop {
-        let batch = found.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let Ok(batch) = batch else {
-            return Ok(());
-        };
-        let outcomes = cmp.compare(batch.db, batch.keys)?;
-        let mut c = collector.lock().unwrap_or_else(|e| e.into_inner());
-        c.counts.source_keys_scanned += batch.scanned;
-        c.counts.reserved_ignored += batch.reserved.len() as u64;
-        for key in &batch.reserved {
-            *c.source_reserved
-                .entry((batch.db, Slot::of_key(key).get()))
-                .or_default() += 1;
-        }
-        c.add(outcomes, true, progress);
-    }
-}
-
-/// Scans the target shard `i` for keys in scope that the source lacks, and compares those.
-/// Each `SCAN` step runs while the source answers `EXISTS` for the keys of the step before.
-fn scan_target(
-    config: &Config,
-    source: &Side,
-    target: &Side,
-    i: usize,
-    dbs: &[u32],
-    collector: &Mutex<Collector>,
-    progress: &Progress,
-) -> Result<()> {
-    if !shard_in_range(config, target, i) {
-        return Ok(());
-    }
-    let mut cmp = Comparator::new(config, source, target);
-    let node = target.shards[i].read.clone();
-    for &db in dbs {
-        let mut cursor = Some(0);
-        let mut last: Option<Batch> = None;
-        while cursor.is_some() || last.is_some() {
-            let due = match cursor {
-                Some(cursor) => Some(
-                    cmp.target()
-                        .to(&node, db)?
-                        .send(&scan_command(cursor, config))?,
-                ),
-                None => None,
-            };
-            let absent = match last.as_mut() {
-                Some(batch) => cmp.absent_on_source(db, std::mem::take(&mut batch.keys))?,
-                None => Vec::new(),
-            };
-            let next = match due {
-                Some(due) => Some(scan_reply(cmp.target().to(&node, db)?, due)?),
-                None => None,
-            };
-            if let Some(batch) = last.take() {
-                let outcomes = cmp.compare(db, absent)?;
-                let mut c = collector.lock().unwrap_or_else(|e| e.into_inner());
-                c.counts.target_keys_scanned += batch.scanned;
-                for key in batch.reserved {
-                    *c.reserved
-                        .entry((db, Slot::of_key(&key).get()))
-                        .or_default() += 1;
-                }
-                c.add(outcomes, false, progress);
-            }
-            cursor = None;
-            if let Some((next, keys)) = next {
-                progress
-                    .target_scanned
+    /// Lists the source shard `i` and hands the keys in scope to the comparers.
+    fn list_source(
+        &self,
+        i: usize,
+        listings: Vec<(u32, Listing)>,
+        batches: mpsc::SyncSender<Batch>,
+    ) -> Result<()> {
+        let mut links = Links::new(self.source);
+        let node = self.source.shards[i].read.clone();
+        for (db, mut listing) in listings {
+            loop {
+                let link = links.to(&node, db)?;
+                let Some(listed) = listing.send(link, self.config)? else {
+                    break;
+                };
+                let keys = listing.receive(link, listed)?;
+                self.progress
+                    .source_scanned
                     .fetch_add(keys.len() as u64, Ordering::Relaxed);
-                last = Some(Batch::new(config, target, i, db, keys));
-                cursor = (next != 0).then_some(next);
+                let batch = Batch::new(self.config, self.source, i, db, keys);
+                if batches.send(batch).is_err() {
+                    // Every comparer stopped: the first error is theirs to report.
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares the batches a source listing finds until it ends.
+    fn compare_batches(&self, found: &Mutex<mpsc::Receiver<Batch>>) -> Result<()> {
+        let mut cmp = Comparator::new(self.config, self.source, self.target);
+        loop {
+            let Ok(batch) = lock(found).recv() else {
+                return Ok(());
+            };
+            let outcomes = cmp.compare(batch.db, batch.keys)?;
+            if let Some(found) = self.found {
+                for outcome in outcomes.iter().filter(|o| o.on_target) {
+                    found[usize::from(Slot::of_key(&outcome.key).get())]
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let mut c = lock(self.collector);
+            c.counts.source_keys_scanned += batch.scanned;
+            c.counts.reserved_ignored += batch.reserved.len() as u64;
+            for key in &batch.reserved {
+                *c.source_reserved
+                    .entry((batch.db, Slot::of_key(key).get()))
+                    .or_default() += 1;
+            }
+            c.add(outcomes, true, self.progress);
+        }
+    }
+
+    /// Lists the target shard `i` for keys in scope that the source lacks, and compares
+    /// those. Each listing step runs while the source answers `EXISTS` for the keys of the
+    /// step before.
+    fn scan_target(&self, i: usize, listings: Vec<(u32, Listing)>) -> Result<()> {
+        let mut cmp = Comparator::new(self.config, self.source, self.target);
+        let node = self.target.shards[i].read.clone();
+        for (db, mut listing) in listings {
+            let mut listed = listing.send(cmp.target().to(&node, db)?, self.config)?;
+            let mut last: Option<Batch> = None;
+            while listed.is_some() || last.is_some() {
+                let absent = match last.as_mut() {
+                    Some(batch) => cmp.absent_on_source(db, std::mem::take(&mut batch.keys))?,
+                    None => Vec::new(),
+                };
+                let next = match listed {
+                    Some(step) => Some(listing.receive(cmp.target().to(&node, db)?, step)?),
+                    None => None,
+                };
+                if let Some(batch) = last.take() {
+                    let outcomes = cmp.compare(db, absent)?;
+                    let mut c = lock(self.collector);
+                    c.counts.target_keys_scanned += batch.scanned;
+                    for key in batch.reserved {
+                        *c.reserved
+                            .entry((db, Slot::of_key(&key).get()))
+                            .or_default() += 1;
+                    }
+                    c.add(outcomes, false, self.progress);
+                }
+                listed = None;
+                if let Some(keys) = next {
+                    self.progress
+                        .target_scanned
+                        .fetch_add(keys.len() as u64, Ordering::Relaxed);
+                    last = Some(Batch::new(self.config, self.target, i, db, keys));
+                    listed = listing.send(cmp.target().to(&node, db)?, self.config)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Waits for every worker; the first error wins.
+fn join(workers: Vec<std::thread::ScopedJoinHandle<'_, Result<()>>>) -> Result<()> {
+    let mut result = Ok(());
+    for worker in workers {
+        let outcome = worker
+            .join()
+            .unwrap_or_else(|_| Err(VerifyError::Config("a verify worker panicked".into())));
+        if result.is_ok() {
+            result = outcome;
+        }
+    }
+    result
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where the keys of one shard and db come from.
+enum Listing {
+    /// `SCAN` steps; `None` once the cursor came back to 0.
+    Scan { cursor: Option<u64> },
+    /// `CLUSTER GETKEYSINSLOT` of groups of slots, each slot with the keys it is expected
+    /// to hold.
+    Slots(std::vec::IntoIter<Vec<(u16, u64)>>),
+}
+
+/// A listing step sent, its replies not read yet.
+struct Listed {
+    due: usize,
+    slots: Vec<(u16, u64)>,
+}
+
+impl Listing {
+    fn scan() -> Self {
+        Listing::Scan { cursor: Some(0) }
+    }
+
+    /// Lists `slots` (with the keys each is expected to hold) in steps of about
+    /// `scan_count` keys.
+    fn slots(config: &Config, slots: Vec<(u16, u64)>) -> Self {
+        let step = config.windows.scan_count as u64;
+        let mut groups = Vec::new();
+        let mut group = Vec::new();
+        let mut keys = 0;
+        for (slot, n) in slots {
+            if !group.is_empty() && keys + n > step {
+                groups.push(std::mem::take(&mut group));
+                keys = 0;
+            }
+            group.push((slot, n));
+            keys += n;
+        }
+        if !group.is_empty() {
+            groups.push(group);
+        }
+        Listing::Slots(groups.into_iter())
+    }
+
+    /// Sends the next step; `None` when the listing is over.
+    fn send(&mut self, link: &mut Link, config: &Config) -> Result<Option<Listed>> {
+        let (pipe, slots) = match self {
+            Listing::Scan { cursor: None } => return Ok(None),
+            Listing::Scan {
+                cursor: Some(cursor),
+            } => (scan_command(*cursor, config), Vec::new()),
+            Listing::Slots(groups) => match groups.next() {
+                Some(group) => (keys_in_slots_command(&group), group),
+                None => return Ok(None),
+            },
+        };
+        let due = link.send(&pipe)?;
+        Ok(Some(Listed { due, slots }))
+    }
+
+    /// The keys of a step sent.
+    fn receive(&mut self, link: &mut Link, listed: Listed) -> Result<Vec<Vec<u8>>> {
+        match self {
+            Listing::Scan { cursor } => {
+                let (next, keys) = scan_reply(link, listed.due)?;
+                *cursor = (next != 0).then_some(next);
+                Ok(keys)
+            }
+            Listing::Slots(_) => keys_in_slots(link, listed),
+        }
+    }
+}
+
+/// Keys asked of a slot expected to hold `n`: a few more, so that a shorter reply shows the
+/// whole slot.
+fn asked(n: u64) -> u64 {
+    n + n / 8 + 16
+}
+
+fn keys_in_slots_command(slots: &[(u16, u64)]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for &(slot, n) in slots {
+        pipe.cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(asked(n));
+    }
+    pipe
+}
+
+/// The keys of a `CLUSTER GETKEYSINSLOT` step. A slot whose reply is full (it grew since it
+/// was counted) is asked again for twice as many.
+fn keys_in_slots(link: &mut Link, mut listed: Listed) -> Result<Vec<Vec<u8>>> {
+    let mut keys = Vec::new();
+    loop {
+        let replies = link.receive(listed.due)?;
+        let mut again = Vec::new();
+        for (&(slot, n), reply) in listed.slots.iter().zip(replies) {
+            let redis::Value::Array(items) = reply else {
+                return Err(link.unexpected("CLUSTER GETKEYSINSLOT", &reply));
+            };
+            if items.len() as u64 >= asked(n) {
+                again.push((slot, 2 * asked(n)));
+                continue;
+            }
+            for item in items {
+                let key = reply::into_bytes(item)
+                    .ok_or_else(|| link.malformed("CLUSTER GETKEYSINSLOT"))?;
+                keys.push(key);
+            }
+        }
+        if again.is_empty() {
+            return Ok(keys);
+        }
+        let due = link.send(&keys_in_slots_command(&again))?;
+        listed = Listed { due, slots: again };
+    }
+}
+
+/// The slots of shard `i` of `side` in the `--slots` range, each with the keys `count`
+/// gives it.
+fn shard_slots(
+    config: &Config,
+    side: &Side,
+    i: usize,
+    count: impl Fn(usize) -> u64,
+) -> Vec<(u16, u64)> {
+    let mut slots = Vec::new();
+    for range in &side.shards[i].slots {
+        for slot in range.first.get()..=range.last.get() {
+            let in_range = config
+                .slots
+                .is_none_or(|r| r.contains(Slot::new(slot).expect("slot below 16384")));
+            if in_range {
+                slots.push((slot, count(usize::from(slot))));
             }
         }
     }
-    Ok(())
+    slots
 }
 
 /// One `SCAN` step, as a pipeline to send.

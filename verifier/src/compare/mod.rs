@@ -119,6 +119,8 @@ pub(crate) struct KeyOutcome {
     pub(crate) in_scope: bool,
     /// Whether the key exists on the source.
     pub(crate) on_source: bool,
+    /// Whether it exists on the target.
+    pub(crate) on_target: bool,
     pub(crate) differences: Vec<Difference>,
     /// A hash of both sides as read.
     pub(crate) fingerprint: u64,
@@ -878,6 +880,7 @@ impl<'a> Comparator<'a> {
             key,
             in_scope: item.in_scope,
             on_source: item.src.ty.is_some(),
+            on_target: item.tgt.ty.is_some(),
             differences,
             fingerprint,
             read_at_ms,

@@ -102,8 +102,12 @@ pub(super) fn render(r: &Report) -> String {
         (
             "keys scanned",
             format!(
-                "{} on the source, {} on the target; {} out of scope; {} of ferry's own skipped",
-                c.source_keys_scanned, c.target_keys_scanned, c.out_of_scope, c.reserved_ignored
+                "{} on the source, {} on the target{}; {} out of scope; {} of ferry's own skipped",
+                c.source_keys_scanned,
+                c.target_keys_scanned,
+                super::text::counted(c),
+                c.out_of_scope,
+                c.reserved_ignored
             ),
         ),
         (

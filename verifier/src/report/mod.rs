@@ -18,7 +18,8 @@
 //!   "census": { "method": "slots" | "keyspace", "source_keys", "target_keys",
 //!               "dbs": [{ "db", "source", "target" }], "slots_differing",
 //!               "top_slots": [{ "slot", "source", "target" }] },
-//!   "counts": { "source_keys_scanned", "target_keys_scanned", "keys_compared",
+//!   "counts": { "source_keys_scanned", "target_keys_scanned", "target_keys_counted",
+//!               "keys_compared",
 //!               "out_of_scope", "reserved_ignored", "differing_keys", "differences",
 //!               "unstable_keys", "resolved_on_recheck", "differences_not_kept" },
 //!   "rounds": [{ "round", "rechecked", "resolved", "changed", "differing", "caught_up_ms"? }],
@@ -122,9 +123,15 @@ pub struct Clock {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Counts {
-    /// Keys `SCAN` returned on the source (before filters).
+    /// Keys listed on the source (`SCAN`, or `CLUSTER GETKEYSINSLOT` slot by slot), before
+    /// filters.
     pub source_keys_scanned: u64,
+    /// Keys listed on the target.
     pub target_keys_scanned: u64,
+    /// Target keys accounted for by slot counts instead of being listed: when every key is
+    /// in scope, a slot where the target holds as many keys (`CLUSTER COUNTKEYSINSLOT`) as
+    /// the source keys found on it holds no others.
+    pub target_keys_counted: u64,
     /// Keys in scope that were compared: every source key, plus target keys absent on the
     /// source.
     pub keys_compared: u64,

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use similar::TextDiff;
 
-use super::{duration, Report, Verdict};
+use super::{duration, Counts, Report, Verdict};
 use crate::diff::{DiffKind, Difference};
 use crate::side::SideSummary;
 
@@ -77,8 +77,8 @@ pub(super) fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "keys     {} scanned on the source, {} on the target; {} compared, {} out of scope, {} of ferry's own skipped",
-        c.source_keys_scanned, c.target_keys_scanned, c.keys_compared, c.out_of_scope, c.reserved_ignored
+        "keys     {} scanned on the source, {} on the target{}; {} compared, {} out of scope, {} of ferry's own skipped",
+        c.source_keys_scanned, c.target_keys_scanned, counted(c), c.keys_compared, c.out_of_scope, c.reserved_ignored
     );
     let _ = writeln!(
         out,
@@ -220,4 +220,16 @@ pub(super) fn lines(lines: &[String]) -> String {
         text.push('\n');
     }
     text
+}
+
+/// The target keys that slot counts accounted for, when there were any.
+pub(crate) fn counted(c: &Counts) -> String {
+    if c.target_keys_counted == 0 {
+        String::new()
+    } else {
+        format!(
+            " (and {} accounted for by slot counts)",
+            c.target_keys_counted
+        )
+    }
 }

@@ -9,4 +9,5 @@ mod live;
 mod reports;
 mod scope;
 mod shared;
+mod slots;
 mod values;
