@@ -108,6 +108,10 @@ pub struct Windows {
     /// Bytes of values one pipeline of whole-value reads may fetch (estimated for
     /// collections at 64 bytes per element).
     pub pipeline_bytes: u64,
+    /// The most keys a slot may hold for clusters to be listed slot by slot (`CLUSTER
+    /// GETKEYSINSLOT` has no cursor: a bigger slot would be one long command and one big
+    /// reply); above it, both sides are `SCAN`ned.
+    pub slot_keys: u64,
 }
 
 impl Default for Windows {
@@ -119,6 +123,7 @@ impl Default for Windows {
             small_elements: 512,
             small_string_bytes: 512 << 10,
             pipeline_bytes: 8 << 20,
+            slot_keys: 50_000,
         }
     }
 }

@@ -60,7 +60,9 @@ pub fn verify(config: &Config) -> Result<Report> {
     let collector = Mutex::new(Collector::new(config.max_differences));
     // When every key is in scope and both sides count keys per slot, the target is listed
     // only in the slots whose count the source's keys found there do not explain.
-    let by_slot = census.by_slot().filter(|_| config.selects_whole_slots());
+    let by_slot = census.by_slot().filter(|(s, t)| {
+        config.selects_whole_slots() && s.iter().chain(*t).all(|&n| n <= config.windows.slot_keys)
+    });
     let found: Vec<AtomicU64> = (0..SLOT_COUNT).map(|_| AtomicU64::new(0)).collect();
     let run = Run {
         config,

@@ -114,4 +114,19 @@ fn slot_counts_account_for_the_target_and_never_hide_a_key_only_there() {
     );
     assert_eq!(narrow.differences.len(), 2, "{}", show(&narrow));
     assert_eq!(narrow.counts.target_keys_counted, 0);
+
+    // A slot holding more keys than may be listed at once: both sides are scanned, with
+    // the same findings.
+    let mut cfg = config(&source, &target, "");
+    cfg.windows.slot_keys = 3;
+    let scanned = run(&cfg);
+    assert_eq!(scanned.differences.len(), 3, "{}", show(&scanned));
+    assert_eq!(
+        kinds(&scanned, &only),
+        [DiffKind::Extra],
+        "{}",
+        show(&scanned)
+    );
+    assert_eq!(scanned.counts.target_keys_counted, 0);
+    assert_eq!(scanned.counts.target_keys_scanned, 3_003);
 }
