@@ -6,7 +6,8 @@
 //! printed (a shared machine makes single runs noisy; CPU seconds vary far less).
 //!
 //! Usage: bench_verify [KEYS] [RUNS]   (default 1000000 keys, 1 run; run by
-//! ci/bench-verify.sh)
+//! ci/bench-verify.sh). With FERRY_BASELINE_BIN set, that build of ferry also verifies the
+//! same clusters in every run, just before this one, and its medians are printed.
 
 mod measure;
 
@@ -58,8 +59,11 @@ fn main() -> Result<(), Error> {
     let mut listings = Vec::new();
     let mut listed = 0usize;
     let mut commands = Vec::new();
-    for _ in 0..runs {
-        let mut verify = Command::new(&ferry);
+    // Another build of ferry (FERRY_BASELINE_BIN) verified the same clusters in each run.
+    let baseline_bin = std::env::var("FERRY_BASELINE_BIN").ok();
+    let mut baseline = Vec::new();
+    let verify = |bin: &str| -> Result<(measure::Measured, f64), Error> {
+        let mut verify = Command::new(bin);
         verify
             .args(["verify", "--format", "json", "--source"])
             .arg(source.nodes()[0].addr().url())
@@ -69,8 +73,16 @@ fn main() -> Result<(), Error> {
             conn::query::<()>(&node.addr(), redis::cmd("CONFIG").arg("RESETSTAT"))?;
         }
         let before = servers_cpu()?;
-        verified.push(measure::run(verify)?);
-        servers.push(servers_cpu()? - before);
+        let measured = measure::run(verify)?;
+        Ok((measured, servers_cpu()? - before))
+    };
+    for _ in 0..runs {
+        if let Some(bin) = &baseline_bin {
+            baseline.push(verify(bin)?);
+        }
+        let (measured, server_cpu) = verify(&ferry)?;
+        verified.push(measured);
+        servers.push(server_cpu);
         commands = command_stats(&source, &target)?;
 
         let started = Instant::now();
@@ -124,6 +136,16 @@ fn main() -> Result<(), Error> {
     println!("servers while verifying: {servers:.2} CPU s{of}");
     println!("baseline redis-cli --scan of both clusters: {listed} names in {listing:.2} s{of}");
     println!("ratio verify / listing: {:.2}", wall / listing);
+    if let Some(bin) = &baseline_bin {
+        let b_wall = median(baseline.iter().map(|(m, _)| m.wall).collect());
+        let b_cpu = median(baseline.iter().map(|(m, _)| m.cpu).collect());
+        let b_servers = median(baseline.iter().map(|(_, s)| *s).collect());
+        println!(
+            "baseline build {bin} on the same clusters: {b_wall:.2} s ({:.0} keys/s), {b_cpu:.2} CPU s, servers {b_servers:.2} CPU s{of}; ratio this / baseline {:.2}",
+            keys as f64 / b_wall,
+            wall / b_wall
+        );
+    }
     println!("server time per key by command (last run, both sides, INFO commandstats):");
     for (command, calls, usec) in commands {
         println!(
