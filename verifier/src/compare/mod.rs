@@ -252,6 +252,55 @@ impl<'a> Comparator<'a> {
         &mut self.target
     }
 
+    /// One step on both sides at once: `build(source?, pipe, keys)` writes the commands for
+    /// the keys `src` (source) and `tgt` (target) want, to every node concerned, before any
+    /// reply is read.
+    fn exchange(
+        &mut self,
+        db: u32,
+        slots: &[Slot],
+        src: impl IntoIterator<Item = usize>,
+        tgt: impl IntoIterator<Item = usize>,
+        build: impl Fn(bool, &mut redis::Pipeline, &[usize]),
+    ) -> Result<(Vec<Landed>, Vec<Landed>)> {
+        let src = self
+            .source
+            .send(db, slots, src, |pipe, group| build(true, pipe, group))?;
+        let tgt = self
+            .target
+            .send(db, slots, tgt, |pipe, group| build(false, pipe, group))?;
+        Ok((self.source.receive(src)?, self.target.receive(tgt)?))
+    }
+
+    /// Walks the replies of an [`Comparator::exchange`] key by key, in the order the keys were
+    /// sent: `each(source?, links, node, key, replies)` takes that key's replies.
+    fn each_reply(
+        &self,
+        (src, tgt): (Vec<Landed>, Vec<Landed>),
+        mut each: impl FnMut(
+            bool,
+            &Links,
+            &NodeAddr,
+            usize,
+            &mut std::vec::IntoIter<Value>,
+        ) -> Result<()>,
+    ) -> Result<()> {
+        for (links, landed, source) in [(&self.source, src, true), (&self.target, tgt, false)] {
+            for Landed {
+                addr,
+                keys,
+                replies,
+            } in landed
+            {
+                let mut replies = replies.into_iter();
+                for i in keys {
+                    each(source, links, &addr, i, &mut replies)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The keys of `keys` that do not exist on the source (`EXISTS`, pipelined per node).
     pub(crate) fn absent_on_source(&mut self, db: u32, keys: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
         if keys.is_empty() {
@@ -342,14 +391,16 @@ impl<'a> Comparator<'a> {
             encoding: full && side.caps.object_encoding,
         };
         let (src_plan, tgt_plan) = (plan(self.source.side), plan(self.target.side));
-        let src = self.source.send(db, slots, 0..keys.len(), |pipe, group| {
-            src_plan.commands(pipe, keys, group)
-        })?;
-        let tgt = self.target.send(db, slots, 0..keys.len(), |pipe, group| {
-            tgt_plan.commands(pipe, keys, group)
-        })?;
-        let src = self.source.receive(src)?;
-        let tgt = self.target.receive(tgt)?;
+        let (src, tgt) = self.exchange(
+            db,
+            slots,
+            0..keys.len(),
+            0..keys.len(),
+            |source, pipe, group| {
+                let plan = if source { src_plan } else { tgt_plan };
+                plan.commands(pipe, keys, group)
+            },
+        )?;
         Ok((
             src_plan.parse(&self.source, src, keys.len())?,
             tgt_plan.parse(&self.target, tgt, keys.len())?,
@@ -404,43 +455,27 @@ impl<'a> Comparator<'a> {
         };
         let wanted = || (0..plans.len()).filter(|&i| plans[i].is_some());
         let ty = |i: usize| items[i].common_type().expect("planned keys have one type");
-        let src = self.source.send(db, slots, wanted(), |pipe, group| {
+        let landed = self.exchange(db, slots, wanted(), wanted(), |source, pipe, group| {
             for &i in group {
-                let (first, _) = plans[i].expect("planned");
+                let (s, t) = plans[i].expect("planned");
+                let first = if source { s } else { t };
                 whole::first_commands(pipe, &keys[i], ty(i), first, shares);
             }
         })?;
-        let tgt = self.target.send(db, slots, wanted(), |pipe, group| {
-            for &i in group {
-                let (_, first) = plans[i].expect("planned");
-                whole::first_commands(pipe, &keys[i], ty(i), first, shares);
+        self.each_reply(landed, |source, links, addr, i, replies| {
+            let (s, t) = plans[i].expect("planned");
+            let first = if source { s } else { t };
+            let item = &mut items[i];
+            let ty = item.common_type().expect("planned keys have one type");
+            let (len, read) = whole::parse_first(replies, ty, first, shares)
+                .map_err(|bad| bad.error(links, addr))?;
+            if source {
+                (item.src_len, item.src_read) = (len, read);
+            } else {
+                (item.tgt_len, item.tgt_read) = (len, read);
             }
+            Ok(())
         })?;
-        let src = self.source.receive(src)?;
-        let tgt = self.target.receive(tgt)?;
-        for (links, landed, source) in [(&self.source, src, true), (&self.target, tgt, false)] {
-            for Landed {
-                addr,
-                keys,
-                replies,
-            } in landed
-            {
-                let mut replies = replies.into_iter();
-                for i in keys {
-                    let (s, t) = plans[i].expect("planned");
-                    let first = if source { s } else { t };
-                    let item = &mut items[i];
-                    let ty = item.common_type().expect("planned keys have one type");
-                    let (len, read) = whole::parse_first(&mut replies, ty, first, shares)
-                        .map_err(|bad| bad.error(links, &addr))?;
-                    if source {
-                        (item.src_len, item.src_read) = (len, read);
-                    } else {
-                        (item.tgt_len, item.tgt_read) = (len, read);
-                    }
-                }
-            }
-        }
         for (item, plan) in items.iter_mut().zip(&plans) {
             if plan.is_none() {
                 continue;
@@ -586,29 +621,22 @@ impl<'a> Comparator<'a> {
         if src.is_empty() && tgt.is_empty() {
             return Ok(());
         }
-        let build = |pipe: &mut redis::Pipeline, group: &[usize]| {
+        let landed = self.exchange(db, slots, src, tgt, |_, pipe, group| {
             for &i in group {
                 let ty = items[i].common_type().expect("only keys of one type");
                 pipe.cmd(whole::len_command(ty)).arg(&keys[i]);
             }
-        };
-        let src = self.source.send(db, slots, src, build)?;
-        let tgt = self.target.send(db, slots, tgt, build)?;
-        let src = self.source.receive(src)?;
-        let tgt = self.target.receive(tgt)?;
-        for (landed, source) in [(src, true), (tgt, false)] {
-            for Landed { keys, replies, .. } in landed {
-                for (i, reply) in keys.into_iter().zip(replies) {
-                    let len = Some(reply::int(&reply).unwrap_or(0).max(0) as u64);
-                    if source {
-                        items[i].src_len = len;
-                    } else {
-                        items[i].tgt_len = len;
-                    }
-                }
+        })?;
+        self.each_reply(landed, |source, _, _, i, replies| {
+            let reply = replies.next().unwrap_or_default();
+            let len = Some(reply::int(&reply).unwrap_or(0).max(0) as u64);
+            if source {
+                items[i].src_len = len;
+            } else {
+                items[i].tgt_len = len;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Reads the values of `group` whole on both sides at once and compares them.
@@ -621,29 +649,23 @@ impl<'a> Comparator<'a> {
         group: &[usize],
     ) -> Result<()> {
         let ty = |i: usize| items[i].common_type().expect("whole reads have one type");
-        let build = |pipe: &mut redis::Pipeline, group: &[usize]| {
+        let wanted = || group.iter().copied();
+        let landed = self.exchange(db, slots, wanted(), wanted(), |_, pipe, group| {
             for &i in group {
                 whole::command(pipe, &keys[i], ty(i));
             }
-        };
-        let src = self.source.send(db, slots, group.iter().copied(), build)?;
-        let tgt = self.target.send(db, slots, group.iter().copied(), build)?;
-        let src = self.source.receive(src)?;
-        let tgt = self.target.receive(tgt)?;
+        })?;
         let mut read: Vec<(Option<Whole>, Option<Whole>)> = Vec::new();
         read.resize_with(items.len(), || (None, None));
-        for (landed, source) in [(src, true), (tgt, false)] {
-            for Landed { keys, replies, .. } in landed {
-                for (i, reply) in keys.into_iter().zip(replies) {
-                    let value = Some(whole::parse(ty(i), reply));
-                    if source {
-                        read[i].0 = value;
-                    } else {
-                        read[i].1 = value;
-                    }
-                }
+        self.each_reply(landed, |source, _, _, i, replies| {
+            let value = Some(whole::parse(ty(i), replies.next().unwrap_or_default()));
+            if source {
+                read[i].0 = value;
+            } else {
+                read[i].1 = value;
             }
-        }
+            Ok(())
+        })?;
         for &i in group {
             if let (Some(s), Some(t)) = std::mem::take(&mut read[i]) {
                 items[i].compare_whole(s, t);
@@ -685,51 +707,38 @@ impl<'a> Comparator<'a> {
                 .copied()
                 .filter(|&i| heads[i].as_ref().is_some_and(|h| !h.2.is_empty()))
         };
-        let build = |pipe: &mut redis::Pipeline, group: &[usize]| {
+        let landed = self.exchange(db, slots, with_groups(), with_groups(), |_, pipe, group| {
             for &i in group {
                 let names = &heads[i].as_ref().expect("a head").2;
                 for name in names {
                     stream::group_commands(pipe, &keys[i], name, window(i));
                 }
             }
-        };
-        let src = self.source.send(db, slots, with_groups(), build)?;
-        let tgt = self.target.send(db, slots, with_groups(), build)?;
-        let src = self.source.receive(src)?;
-        let tgt = self.target.receive(tgt)?;
+        })?;
         type Groups = std::result::Result<Vec<stream::GroupHead>, String>;
         let mut groups: Vec<(Groups, Groups)> = Vec::new();
         groups.resize_with(items.len(), || (Ok(Vec::new()), Ok(Vec::new())));
-        for (links, landed, source) in [(&self.source, src, true), (&self.target, tgt, false)] {
-            for Landed {
-                addr,
-                keys,
-                replies,
-            } in landed
-            {
-                let mut replies = replies.into_iter();
-                for i in keys {
-                    let names = heads[i].as_ref().map_or(0, |h| h.2.len());
-                    let mut read: Groups = Ok(Vec::with_capacity(names));
-                    for _ in 0..names {
-                        match stream::parse_group(&mut replies, window(i)) {
-                            Ok(group) => {
-                                if let Ok(read) = &mut read {
-                                    read.push(group);
-                                }
-                            }
-                            Err(Bad::Unreadable(reason)) => read = Err(reason),
-                            Err(bad) => return Err(bad.error(links, &addr)),
+        self.each_reply(landed, |source, links, addr, i, replies| {
+            let names = heads[i].as_ref().map_or(0, |h| h.2.len());
+            let mut read: Groups = Ok(Vec::with_capacity(names));
+            for _ in 0..names {
+                match stream::parse_group(replies, window(i)) {
+                    Ok(group) => {
+                        if let Ok(read) = &mut read {
+                            read.push(group);
                         }
                     }
-                    if source {
-                        groups[i].0 = read;
-                    } else {
-                        groups[i].1 = read;
-                    }
+                    Err(Bad::Unreadable(reason)) => read = Err(reason),
+                    Err(bad) => return Err(bad.error(links, addr)),
                 }
             }
-        }
+            if source {
+                groups[i].0 = read;
+            } else {
+                groups[i].1 = read;
+            }
+            Ok(())
+        })?;
         let windows = self.config.windows.elements;
         let multi = self.multi();
         for &i in streams {
