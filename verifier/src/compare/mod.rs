@@ -754,19 +754,8 @@ impl<'a> Comparator<'a> {
                         continue;
                     }
                 };
-            let mut pair = Pair {
-                src: self.source.for_slot(item.slot, db)?,
-                tgt: self.target.for_slot(item.slot, db)?,
-                src_fp: &mut item.src_fp,
-                tgt_fp: &mut item.tgt_fp,
-                key: &keys[i],
-                lens: (
-                    item.src_len.expect("length read"),
-                    item.tgt_len.expect("length read"),
-                ),
-                windows,
-                multi,
-            };
+            let (src, tgt) = (&mut self.source, &mut self.target);
+            let mut pair = Pair::new(src, tgt, db, item, &keys[i], windows, multi)?;
             let compared = stream::compare(&mut pair, s, t, src_groups, tgt_groups);
             item.value = unreadable_on_error(compared)?;
         }
@@ -785,19 +774,8 @@ impl<'a> Comparator<'a> {
         let multi = self.multi();
         let item = &mut items[i];
         let ty = item.common_type().expect("big keys have one type");
-        let mut pair = Pair {
-            src: self.source.for_slot(item.slot, db)?,
-            tgt: self.target.for_slot(item.slot, db)?,
-            src_fp: &mut item.src_fp,
-            tgt_fp: &mut item.tgt_fp,
-            key: &keys[i],
-            lens: (
-                item.src_len.expect("length read"),
-                item.tgt_len.expect("length read"),
-            ),
-            windows: w.elements,
-            multi,
-        };
+        let (src, tgt) = (&mut self.source, &mut self.target);
+        let mut pair = Pair::new(src, tgt, db, item, &keys[i], w.elements, multi)?;
         let compared = match ty {
             KeyType::String => chunked::string(&mut pair, w.string_bytes).map(|d| (d, None)),
             KeyType::List => chunked::list(&mut pair),
@@ -1040,6 +1018,34 @@ pub(crate) struct Pair<'p> {
     windows: usize,
     /// Whether each side has `SMISMEMBER`/`ZMSCORE`/exclusive ranges (6.2).
     multi: (bool, bool),
+}
+
+impl<'p> Pair<'p> {
+    /// Both sides' connections for `item`'s key (whose lengths are read) and its
+    /// fingerprints.
+    fn new(
+        source: &'p mut Links,
+        target: &'p mut Links,
+        db: u32,
+        item: &'p mut Item,
+        key: &'p [u8],
+        windows: usize,
+        multi: (bool, bool),
+    ) -> Result<Self> {
+        Ok(Pair {
+            src: source.for_slot(item.slot, db)?,
+            tgt: target.for_slot(item.slot, db)?,
+            src_fp: &mut item.src_fp,
+            tgt_fp: &mut item.tgt_fp,
+            key,
+            lens: (
+                item.src_len.expect("length read"),
+                item.tgt_len.expect("length read"),
+            ),
+            windows,
+            multi,
+        })
+    }
 }
 
 /// The unordered collections, compared member by member.
