@@ -1,6 +1,10 @@
-//! A whole verification: discover both sides, take the census, scan the source (comparing
+//! A whole verification: discover both sides, take the census, list the source (comparing
 //! every key with the target, several batches in flight per shard) and the target (looking
-//! for keys the source lacks) in parallel, then re-check the differing keys over rounds.
+//! for keys the source lacks), then re-check the differing keys over rounds.
+//!
+//! Two clusters with every key in scope are listed slot by slot, the target afterwards and
+//! only in the slots its census count does not account for; otherwise both sides are
+//! `SCAN`ned in parallel.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
