@@ -369,15 +369,7 @@ impl Detail {
                         Some(f.target.0.clone()),
                     )
                 }));
-                rows.sort();
-                for (field, sv, tv) in rows {
-                    if let Some(v) = sv {
-                        s.push(format!("{field} = {v}"));
-                    }
-                    if let Some(v) = tv {
-                        t.push(format!("{field} = {v}"));
-                    }
-                }
+                push_rows(rows, " = ", &mut s, &mut t);
             }
             Detail::Set { missing, extra, .. } => {
                 s.extend(missing.shown.iter().map(|m| m.0.clone()));
@@ -411,15 +403,7 @@ impl Detail {
                         Some(c.target.to_string()),
                     )
                 }));
-                rows.sort();
-                for (member, sv, tv) in rows {
-                    if let Some(v) = sv {
-                        s.push(format!("{member} {v}"));
-                    }
-                    if let Some(v) = tv {
-                        t.push(format!("{member} {v}"));
-                    }
-                }
+                push_rows(rows, " ", &mut s, &mut t);
             }
             Detail::Stream {
                 source_len,
@@ -454,6 +438,25 @@ impl Detail {
 pub struct Listing<T> {
     pub total: u64,
     pub shown: Vec<T>,
+}
+
+/// Rows of members shown on either side (name, source value, target value), sorted by name,
+/// as `name<sep>value` lines on each side that has the member.
+fn push_rows(
+    mut rows: Vec<(String, Option<String>, Option<String>)>,
+    sep: &str,
+    s: &mut Vec<String>,
+    t: &mut Vec<String>,
+) {
+    rows.sort();
+    for (name, sv, tv) in rows {
+        if let Some(v) = sv {
+            s.push(format!("{name}{sep}{v}"));
+        }
+        if let Some(v) = tv {
+            t.push(format!("{name}{sep}{v}"));
+        }
+    }
 }
 
 impl<T> Default for Listing<T> {

@@ -603,6 +603,21 @@ pub struct SideSummary {
     pub masters: Vec<NodeFacts>,
 }
 
+impl SideSummary {
+    /// The server versions of the masters, each once: `redis 7.0.15, valkey 9.1.2`.
+    pub(crate) fn versions(&self) -> String {
+        let versions: std::collections::BTreeSet<String> = self
+            .masters
+            .iter()
+            .map(|m| match &m.valkey_version {
+                Some(v) => format!("valkey {v}"),
+                None => format!("redis {}", m.version),
+            })
+            .collect();
+        versions.into_iter().collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// Open connections of one worker to the nodes of one side, per db.
 pub(crate) struct Links<'a> {
     pub(crate) side: &'a Side,

@@ -225,20 +225,12 @@ pub(super) fn render(r: &Report) -> String {
 }
 
 fn side(s: &crate::side::SideSummary) -> String {
-    let versions: std::collections::BTreeSet<String> = s
-        .masters
-        .iter()
-        .map(|m| match &m.valkey_version {
-            Some(v) => format!("valkey {v}"),
-            None => format!("redis {}", m.version),
-        })
-        .collect();
     format!(
         "{} ({}, {} master(s), {})",
         s.url,
         if s.cluster { "cluster" } else { "standalone" },
         s.masters.len(),
-        versions.into_iter().collect::<Vec<_>>().join(", ")
+        s.versions()
     )
 }
 

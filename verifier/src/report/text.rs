@@ -160,21 +160,13 @@ pub(super) fn render(r: &Report) -> String {
 }
 
 fn side(s: &SideSummary) -> String {
-    let versions: std::collections::BTreeSet<String> = s
-        .masters
-        .iter()
-        .map(|m| match &m.valkey_version {
-            Some(v) => format!("valkey {v}"),
-            None => format!("redis {}", m.version),
-        })
-        .collect();
     format!(
         "{} ({}, {} master{}, {}, read from {})",
         s.url,
         if s.cluster { "cluster" } else { "standalone" },
         s.masters.len(),
         if s.masters.len() == 1 { "" } else { "s" },
-        versions.into_iter().collect::<Vec<_>>().join(", "),
+        s.versions(),
         match s.read_from {
             crate::config::ReadFrom::Master => "masters",
             crate::config::ReadFrom::Replica => "replicas",
