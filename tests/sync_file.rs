@@ -5,6 +5,12 @@ use std::process::{Command, Output};
 
 use ferry_fixtures::{Dataset, Deployment, LocalCluster, LocalServer, Node};
 
+/// A file of Redis's own test corpus whose ziplist is corrupt.
+const CORRUPT_RDB: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/rdb-corpus/redis-tests/corrupt_ziplist.rdb"
+);
+
 fn ferry(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(args)
@@ -62,10 +68,7 @@ fn an_rdb_file_loads_into_a_cluster_exactly() {
 #[test]
 fn a_corrupt_file_is_a_one_line_error_naming_the_offset() {
     let target = LocalServer::builder().start().unwrap();
-    let file = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/rdb-corpus/redis-tests/corrupt_ziplist.rdb"
-    );
+    let file = CORRUPT_RDB;
     let out = ferry(&[
         "sync",
         "--source",
@@ -84,10 +87,7 @@ fn a_corrupt_file_is_a_one_line_error_naming_the_offset() {
 
 #[test]
 fn source_tls_flags_with_an_rdb_file_are_refused_in_one_line() {
-    let file = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/rdb-corpus/redis-tests/corrupt_ziplist.rdb"
-    );
+    let file = CORRUPT_RDB;
     let out = ferry(&[
         "sync",
         "--source",
