@@ -6,7 +6,10 @@
 //! - native replication: a fresh replica of each source master, all at once, until every
 //!   link is up (what Redis itself needs to copy the shards).
 //!
-//! Usage: bench_full_sync [KEYS]   (default 1000000; run by ci/bench-full-sync.sh)
+//! Usage: bench_full_sync [KEYS] [RUNS]   (default 1000000 keys, 1 run; run by
+//! ci/bench-full-sync.sh). With RUNS, ferry copies the source RUNS times into the emptied
+//! target and the medians are printed; with FERRY_BASELINE_BIN set, that build of ferry also
+//! copies it in every run, just before this one.
 
 mod measure;
 
@@ -19,25 +22,63 @@ use ferry_fixtures::{conn, Dataset, Deployment, LocalCluster, LocalServer, Node}
 type Error = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), Error> {
-    let keys: u64 = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(1_000_000);
-    let ferry = std::env::var("FERRY_BIN").unwrap_or_else(|_| "target/release/ferry".into());
+    let keys = measure::arg(1, 1_000_000)?;
+    let runs = measure::arg(2, 1)?.max(1);
+    let ferry = measure::ferry_bin();
+    let baseline_bin = std::env::var("FERRY_BASELINE_BIN").ok();
     let source = LocalCluster::builder().masters(3).start()?;
     let target = LocalCluster::builder().masters(3).start()?;
     let loaded = Dataset::new(1).scale(keys).load(&source)?;
     println!("dataset: {loaded}");
 
-    // ferry, measured as a child process.
-    let mut sync = Command::new(&ferry);
-    sync.args(["sync", "--mode", "full", "--source"])
-        .arg(source.nodes()[0].addr().url())
-        .arg("--target")
-        .arg(target.nodes()[0].addr().url());
-    let ferry_run = measure::run(sync)?;
-    let copied = total_keys(&target)?;
+    // ferry, measured as a child process, into an emptied target.
+    let sync = |bin: &str| -> Result<(measure::Measured, u64), Error> {
+        for master in target.masters()? {
+            let _: () = master.query(&redis::cmd("FLUSHALL"))?;
+        }
+        let mut sync = Command::new(bin);
+        sync.args(["sync", "--mode", "full", "--source"])
+            .arg(source.nodes()[0].addr().url())
+            .arg("--target")
+            .arg(target.nodes()[0].addr().url());
+        let measured = measure::run(sync)?;
+        Ok((measured, total_keys(&target)?))
+    };
+    let mut runs_of = Vec::new();
+    let mut baseline = Vec::new();
+    for n in 0..runs {
+        if let Some(bin) = &baseline_bin {
+            let (m, copied) = sync(bin)?;
+            println!(
+                "run {}: baseline build: {copied} keys in {:.2} s wall, {:.2} CPU s, peak RSS {:.0} MB",
+                n + 1,
+                m.wall,
+                m.cpu,
+                m.peak_rss_mb
+            );
+            baseline.push(m);
+        }
+        let (m, copied) = sync(&ferry)?;
+        if runs > 1 {
+            println!(
+                "run {}: {copied} keys in {:.2} s wall, {:.2} CPU s, peak RSS {:.0} MB",
+                n + 1,
+                m.wall,
+                m.cpu,
+                m.peak_rss_mb
+            );
+        }
+        runs_of.push((m, copied));
+    }
+    let copied = runs_of[0].1;
+    let ferry_run = measure::Measured {
+        wall: measure::median(runs_of.iter().map(|(m, _)| m.wall).collect()),
+        cpu: measure::median(runs_of.iter().map(|(m, _)| m.cpu).collect()),
+        peak_rss_mb: runs_of
+            .iter()
+            .map(|(m, _)| m.peak_rss_mb)
+            .fold(0.0, f64::max),
+    };
 
     // The write limit: DUMP every key, RESTORE them through redis-cli --pipe.
     let pipes = restore_commands(&source, &target)?;
@@ -67,11 +108,26 @@ fn main() -> Result<(), Error> {
 
     let native = native_replication(&source)?;
 
-    let per_million = ferry_run.cpu / (copied as f64 / 1e6);
+    let per_million = |cpu: f64| cpu / (copied as f64 / 1e6);
+    let of_runs = if runs > 1 {
+        format!(" (median of {runs}, largest RSS)")
+    } else {
+        String::new()
+    };
     println!(
-        "ferry full sync: {copied} keys in {:.2} s wall, {:.2} CPU s ({per_million:.2} per million keys), peak RSS {:.0} MB",
-        ferry_run.wall, ferry_run.cpu, ferry_run.peak_rss_mb
+        "ferry full sync{of_runs}: {copied} keys in {:.2} s wall, {:.2} CPU s ({:.2} per million keys), peak RSS {:.0} MB",
+        ferry_run.wall, ferry_run.cpu, per_million(ferry_run.cpu), ferry_run.peak_rss_mb
     );
+    if !baseline.is_empty() {
+        let wall = measure::median(baseline.iter().map(|m| m.wall).collect());
+        let cpu = measure::median(baseline.iter().map(|m| m.cpu).collect());
+        let rss = baseline.iter().map(|m| m.peak_rss_mb).fold(0.0, f64::max);
+        println!(
+            "baseline build{of_runs}: {wall:.2} s wall, {cpu:.2} CPU s ({:.2} per million keys), peak RSS {rss:.0} MB; CPU ratio {:.2}",
+            per_million(cpu),
+            ferry_run.cpu / cpu
+        );
+    }
     println!(
         "write limit (RESTORE via redis-cli --pipe, 3 masters in parallel): {restored} keys in {:.2} s",
         limit_wall.as_secs_f64()

@@ -19,20 +19,9 @@ use ferry_fixtures::{conn, Dataset, Deployment, LocalCluster};
 type Error = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), Error> {
-    let arg = |n: usize, default: u64| -> Result<u64, Error> {
-        Ok(std::env::args()
-            .nth(n)
-            .map(|a| a.parse())
-            .transpose()?
-            .unwrap_or(default))
-    };
-    let keys = arg(1, 1_000_000)?;
-    let runs = arg(2, 1)?.max(1);
-    // The binary `cargo build --release` made: under $CARGO_TARGET_DIR when it is set.
-    let ferry = std::env::var("FERRY_BIN").unwrap_or_else(|_| {
-        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-        format!("{target}/release/ferry")
-    });
+    let keys = measure::arg(1, 1_000_000)?;
+    let runs = measure::arg(2, 1)?.max(1);
+    let ferry = measure::ferry_bin();
     let source = LocalCluster::builder().masters(3).start()?;
     let target = LocalCluster::builder().masters(3).start()?;
     // The same seed and base time on both sides: identical data, expiries included.
@@ -115,10 +104,7 @@ fn main() -> Result<(), Error> {
             );
         }
     }
-    let median = |mut values: Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
+    let median = measure::median;
     let wall = median(verified.iter().map(|m| m.wall).collect());
     let cpu = median(verified.iter().map(|m| m.cpu).collect());
     let rss = verified.iter().map(|m| m.peak_rss_mb).fold(0.0, f64::max);

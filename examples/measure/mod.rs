@@ -46,3 +46,30 @@ pub fn run_expecting(
         peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
     })
 }
+
+/// The middle value (the upper one of an even count); `values` must not be empty.
+#[allow(dead_code)]
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The ferry binary to measure: `FERRY_BIN`, else the one `cargo build --release` made
+/// (under `$CARGO_TARGET_DIR` when it is set).
+#[allow(dead_code)]
+pub fn ferry_bin() -> String {
+    std::env::var("FERRY_BIN").unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+        format!("{target}/release/ferry")
+    })
+}
+
+/// The numeric command-line argument `n`, or `default` when it is not given.
+#[allow(dead_code)]
+pub fn arg(n: usize, default: u64) -> Result<u64, Box<dyn std::error::Error>> {
+    Ok(std::env::args()
+        .nth(n)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(default))
+}

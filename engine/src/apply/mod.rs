@@ -18,15 +18,20 @@ use tokio::task::JoinSet;
 
 use crate::deployment::{Deployment, DiscoverError};
 use crate::link::{Link, LinkError};
-use crate::resp::{Command, Frame};
+use crate::resp::{decode_command, Command, Frame, Limits};
 use crate::route::{NodeAddr, Slot};
 
 /// The commands that rebuild one key, or one part of a key too big to hold whole; applying
 /// the whole group again leaves the key as one application does (given the parts before it).
+///
+/// The commands are held encoded, as they go on the wire: a snapshot's `RESTORE`s are written
+/// there once, by the sink, and the applier only copies them into its pipelines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteGroup {
     pub key: Bytes,
-    pub commands: Vec<Command>,
+    /// The commands, as RESP arrays of bulk strings, one after the other.
+    encoded: Bytes,
+    count: usize,
     pub part: Part,
     /// The key's slot, computed while the key is at hand (routing reads it often, from
     /// another thread).
@@ -54,13 +59,53 @@ impl WriteGroup {
     }
 
     pub fn part(key: impl Into<Bytes>, commands: Vec<Command>, part: Part) -> Self {
+        let mut encoded = BytesMut::with_capacity(commands.iter().map(Command::encoded_len).sum());
+        for command in &commands {
+            command.encode(&mut encoded);
+        }
+        Self::encoded(key, encoded.freeze(), commands.len(), part)
+    }
+
+    /// A group of `count` commands already encoded, one after the other, in `encoded`.
+    pub fn encoded(key: impl Into<Bytes>, encoded: Bytes, count: usize, part: Part) -> Self {
         let key = key.into();
         WriteGroup {
             slot: Slot::of_key(&key),
             key,
-            commands,
+            encoded,
+            count,
             part,
         }
+    }
+
+    /// The commands, as they are sent.
+    pub fn encoded_bytes(&self) -> &Bytes {
+        &self.encoded
+    }
+
+    /// How many commands the group holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The commands, decoded again (for redirections and messages, not the common path).
+    pub fn commands(&self) -> Vec<Command> {
+        let mut rest = self.encoded.clone();
+        let mut commands = Vec::with_capacity(self.count);
+        while let Ok(Some((command, used))) = decode_command(&rest, &Limits::default()) {
+            commands.push(command);
+            rest = rest.slice(used..);
+        }
+        debug_assert_eq!(
+            commands.len(),
+            self.count,
+            "a group's commands decode whole"
+        );
+        commands
     }
 
     /// The group begins its key's writes: nothing of the key must be applied before it.
@@ -336,18 +381,20 @@ impl Applier {
             let mut encoded = BytesMut::new();
             let mut count = 0;
             let mut written = 0u64;
+            encoded.reserve(list.iter().map(|p| p.group.encoded.len()).sum());
             for p in list {
-                for command in &p.group.commands {
-                    if matches!(p.route, Route::Ask(_)) {
+                if matches!(p.route, Route::Ask(_)) {
+                    for command in p.group.commands() {
                         Command::new("ASKING").encode(&mut encoded);
-                        count += 1;
+                        command.encode(&mut encoded);
+                        count += 2;
                     }
-                    let before = encoded.len();
-                    command.encode(&mut encoded);
-                    self.stats.bytes += (encoded.len() - before) as u64;
-                    count += 1;
-                    written += 1;
+                } else {
+                    encoded.extend_from_slice(&p.group.encoded);
+                    count += p.group.count;
                 }
+                self.stats.bytes += p.group.encoded.len() as u64;
+                written += p.group.count as u64;
             }
             self.stats.commands += written;
             tasks.spawn(async move {
@@ -392,13 +439,15 @@ impl Applier {
             for mut p in list {
                 let asking = matches!(p.route, Route::Ask(_));
                 let mut verdict = Verdict::Ok;
-                for command in &p.group.commands {
+                for index in 0..p.group.count {
                     if asking {
                         replies.next();
                     }
                     let reply = replies.next().expect("one reply per command");
                     if let (Verdict::Ok, Frame::Error(message)) = (&verdict, &reply) {
-                        verdict = classify(message, command, &p.group.key);
+                        let command = p.group.commands().into_iter().nth(index);
+                        let name = command.as_ref().map_or(&b"?"[..], Command::name);
+                        verdict = classify(message, name, &p.group.key);
                     }
                 }
                 let slot = p.group.slot();
@@ -456,11 +505,11 @@ struct Round {
 }
 
 /// What an error reply means for the group that got it.
-fn classify(message: &Bytes, command: &Command, key: &Bytes) -> Verdict {
+fn classify(message: &Bytes, command: &[u8], key: &Bytes) -> Verdict {
     let text = String::from_utf8_lossy(message);
     let fatal = |reply: String| Verdict::Fatal {
         reply,
-        command: String::from_utf8_lossy(command.name()).to_ascii_uppercase(),
+        command: String::from_utf8_lossy(command).to_ascii_uppercase(),
     };
     let code = text.split(' ').next().unwrap_or_default();
     match code {
@@ -482,7 +531,7 @@ fn classify(message: &Bytes, command: &Command, key: &Bytes) -> Verdict {
             reason: format!(
                 "{text} (key {}, {}); raise maxmemory on the target",
                 printable(key),
-                String::from_utf8_lossy(command.name()).to_ascii_uppercase()
+                String::from_utf8_lossy(command).to_ascii_uppercase()
             ),
         },
         _ => fatal(text.into_owned()),
@@ -511,7 +560,7 @@ mod tests {
     fn verdict(reply: &str) -> Verdict {
         classify(
             &Bytes::from(reply.to_string()),
-            &Command::new("SET").arg("k").arg("v"),
+            b"SET",
             &Bytes::from_static(b"k"),
         )
     }

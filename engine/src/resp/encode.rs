@@ -79,6 +79,30 @@ pub fn command_len<A: AsRef<[u8]>>(argv: &[A]) -> usize {
             .sum::<usize>()
 }
 
+/// Appends `*<n>\r\n`, the header of a command of `n` arguments; the arguments follow as
+/// [`encode_bulk`]s. For writers that put a command together piece by piece.
+pub fn encode_array_header(n: usize, out: &mut impl BufMut) {
+    put_header(out, b'*', n);
+}
+
+/// Appends `$<len>\r\n`: what precedes a bulk string of `len` bytes (then the bytes and
+/// `\r\n`).
+pub fn encode_bulk_header(len: usize, out: &mut impl BufMut) {
+    put_header(out, b'$', len);
+}
+
+/// Appends `bytes` as a bulk string.
+pub fn encode_bulk(bytes: &[u8], out: &mut impl BufMut) {
+    put_bulk(out, bytes);
+}
+
+/// Appends the decimal text of `n` as a bulk string, as a command argument.
+pub fn encode_bulk_decimal(n: i64, out: &mut impl BufMut) {
+    put_header(out, b'$', signed_len(n));
+    put_signed(out, n);
+    out.put_slice(b"\r\n");
+}
+
 fn put_line(out: &mut impl BufMut, type_byte: u8, line: &[u8]) {
     out.put_u8(type_byte);
     out.put_slice(line);
@@ -195,6 +219,22 @@ mod tests {
         ping.encode(&mut out);
         assert_eq!(&out[..], b"*1\r\n$4\r\nPING\r\n");
         assert_eq!(ping.encoded_len(), 14);
+    }
+
+    #[test]
+    fn piece_by_piece_writes_what_encode_command_writes() {
+        for n in [0, 7, -1, i64::MIN, i64::MAX, 1_700_000_000_000] {
+            let text = n.to_string();
+            let mut whole = Vec::new();
+            encode_command(&["PEXPIREAT", "k", &text], &mut whole);
+            let mut pieces = Vec::new();
+            encode_array_header(3, &mut pieces);
+            encode_bulk(b"PEXPIREAT", &mut pieces);
+            encode_bulk_header(1, &mut pieces);
+            pieces.extend_from_slice(b"k\r\n");
+            encode_bulk_decimal(n, &mut pieces);
+            assert_eq!(pieces, whole, "{n}");
+        }
     }
 
     proptest! {

@@ -31,7 +31,10 @@ pub use decode::{
     decode_command, decode_frame, CommandDecoder, CommandState, DecodeError, DecodeState, Decoder,
     FrameDecoder, FrameState, Limits,
 };
-pub use encode::{command_len, encode_command};
+pub use encode::{
+    command_len, encode_array_header, encode_bulk, encode_bulk_decimal, encode_bulk_header,
+    encode_command,
+};
 pub use frame::Frame;
 pub use replication::{
     EofMark, ReplError, ReplEvent, ReplState, ReplicationStream, SnapshotFraming,

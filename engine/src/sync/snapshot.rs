@@ -16,14 +16,16 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::apply::{Part, WriteGroup};
 use crate::rdb::{
     payload, Element, Header, Item, Key, Magic, ObjectType, RdbError, Sink, StreamId, ValueEnd,
     Want,
 };
-use crate::resp::Command;
+use crate::resp::{
+    encode_array_header, encode_bulk, encode_bulk_decimal, encode_bulk_header, Command,
+};
 use crate::route::KeyFilter;
 
 /// Elements per rewrite command (`RPUSH key e1 ... e512`).
@@ -112,6 +114,8 @@ pub struct SnapshotSink {
     current_db: u32,
     header: Option<Header>,
     restore: bool,
+    /// Where `RESTORE`s are written; each group holds a slice of it.
+    out: BytesMut,
     groups: Vec<WriteGroup>,
     bytes: usize,
     /// The rewrite of the key being read, when its elements are coming.
@@ -163,6 +167,7 @@ impl SnapshotSink {
             current_db: 0,
             header: None,
             restore: false,
+            out: BytesMut::new(),
             groups: Vec::new(),
             bytes: 0,
             rewrite: None,
@@ -193,8 +198,48 @@ impl SnapshotSink {
     }
 
     fn push(&mut self, group: WriteGroup) {
-        self.bytes += group.commands.iter().map(held_bytes).sum::<usize>();
+        self.bytes += group.encoded_bytes().len() + GROUP_OVERHEAD;
         self.groups.push(group);
+    }
+
+    /// `RESTORE key <expire-at> <payload> REPLACE ABSTTL [IDLETIME s] [FREQ f]`, written
+    /// straight into the sink's buffer as it goes on the wire: the payload is the type byte,
+    /// the value's bytes as the snapshot holds them and the footer. The group's key is a
+    /// slice of the same bytes.
+    fn restore_group(&mut self, key: &Key<'_>, raw: &[u8], version: u16) -> WriteGroup {
+        let payload_len = 1 + raw.len() + payload::FOOTER_LEN;
+        // Numbers and headers take at most 21 bytes each; the names take 40.
+        let needed = key.key.len() + payload_len + 9 * 24 + 40;
+        if self.out.capacity() - self.out.len() < needed {
+            self.out.reserve(needed.max(OUT_CHUNK));
+        }
+        let out = &mut self.out;
+        let options = 2 * (usize::from(key.idle.is_some()) + usize::from(key.freq.is_some()));
+        encode_array_header(6 + options, out);
+        encode_bulk(b"RESTORE", out);
+        encode_bulk_header(key.key.len(), out);
+        let key_at = out.len();
+        out.extend_from_slice(key.key);
+        out.extend_from_slice(b"\r\n");
+        encode_bulk_decimal(key.expire_at_ms.unwrap_or(0), out);
+        encode_bulk_header(payload_len, out);
+        out.extend_from_slice(&[key.rdb_type.byte()]);
+        out.extend_from_slice(raw);
+        out.extend_from_slice(&payload::footer(key.rdb_type, raw, version));
+        out.extend_from_slice(b"\r\n");
+        encode_bulk(b"REPLACE", out);
+        encode_bulk(b"ABSTTL", out);
+        if let Some(idle) = key.idle {
+            encode_bulk(b"IDLETIME", out);
+            encode_bulk_decimal(i64::try_from(idle).unwrap_or(i64::MAX), out);
+        }
+        if let Some(freq) = key.freq {
+            encode_bulk(b"FREQ", out);
+            encode_bulk_decimal(i64::from(freq), out);
+        }
+        let encoded = out.split().freeze();
+        let name = encoded.slice(key_at..key_at + key.key.len());
+        WriteGroup::encoded(name, encoded, 1, Part::Whole)
     }
 }
 
@@ -278,28 +323,10 @@ impl Sink for SnapshotSink {
         if !std::mem::take(&mut self.wanted) {
             return Ok(());
         }
-        let name = Bytes::copy_from_slice(key.key);
         if let (true, Some(raw), Some(header)) = (self.restore, value.raw, self.header) {
-            let payload = payload::build(key.rdb_type, raw, header.version);
-            let expire_at = match key.expire_at_ms {
-                Some(at) => Bytes::from(at.to_string()),
-                None => Bytes::from_static(b"0"),
-            };
-            // Room for every argument, IDLETIME and FREQ included: one allocation.
-            let mut restore = Command::with_capacity("RESTORE", 9)
-                .arg(name.clone())
-                .arg(expire_at)
-                .arg(payload)
-                .arg("REPLACE")
-                .arg("ABSTTL");
-            if let Some(idle) = key.idle {
-                restore = restore.arg("IDLETIME").arg(idle.to_string());
-            }
-            if let Some(freq) = key.freq {
-                restore = restore.arg("FREQ").arg(freq.to_string());
-            }
+            let group = self.restore_group(key, raw, header.version);
             self.stats.restored += 1;
-            self.push(WriteGroup::new(name, vec![restore]));
+            self.push(group);
             return Ok(());
         }
         if !rewritable(key.object_type()) {
@@ -316,6 +343,7 @@ impl Sink for SnapshotSink {
         } else {
             Part::Whole
         };
+        let name = Bytes::copy_from_slice(key.key);
         let commands = with_expiry(rewrite.finish(), &name, key.expire_at_ms);
         self.stats.rewritten += 1;
         self.push(WriteGroup::part(name, commands, part));
@@ -323,18 +351,16 @@ impl Sink for SnapshotSink {
     }
 }
 
-/// What each argument of a command costs in memory besides its bytes: its `Bytes` handle
-/// and its allocation's overhead.
+/// What each argument of a command being rewritten costs in memory besides its bytes: its
+/// `Bytes` handle and its allocation's overhead.
 const ARG_OVERHEAD: usize = 48;
 
-/// About the memory a command holds.
-fn held_bytes(command: &Command) -> usize {
-    command
-        .argv()
-        .iter()
-        .map(|arg| arg.len() + ARG_OVERHEAD)
-        .sum()
-}
+/// What a write group costs in memory besides its encoded commands.
+const GROUP_OVERHEAD: usize = 96;
+
+/// `RESTORE`s are written into buffers of at least this size; a buffer is freed once every
+/// group written into it is applied.
+const OUT_CHUNK: usize = 256 << 10;
 
 fn rewritable(kind: ObjectType) -> bool {
     matches!(
@@ -639,7 +665,8 @@ mod tests {
         let keys: Vec<&[u8]> = db2.iter().map(|g| g.key.as_ref()).collect();
         assert_eq!(keys, [&b"a:1"[..]]);
         assert_eq!(stats.filtered, 1);
-        let names: Vec<&[u8]> = db2[0].commands.iter().map(|c| c.name()).collect();
+        let commands = db2[0].commands();
+        let names: Vec<&[u8]> = commands.iter().map(|c| c.name()).collect();
         assert_eq!(names, [&b"DEL"[..], b"APPEND"]);
     }
 
@@ -651,9 +678,50 @@ mod tests {
         };
         let (all, stats) = groups(FILE, mode, 2, Selection::default());
         assert_eq!(stats.restored, 2);
-        assert!(all
-            .iter()
-            .all(|g| g.commands.len() == 1 && g.commands[0].is("restore")));
+        // Written straight into the sink's buffer: the same bytes as the command itself.
+        for (group, (key, value)) in all.iter().zip([("a:1", "b"), ("z", "c")]) {
+            let payload = payload::build(crate::rdb::RdbType::String, &[1, value.as_bytes()[0]], 3);
+            let restore = Command::new("RESTORE")
+                .arg(key)
+                .arg("0")
+                .arg(payload)
+                .arg("REPLACE")
+                .arg("ABSTTL");
+            assert_eq!(group.commands(), [restore]);
+            assert_eq!(group.key, key.as_bytes());
+        }
+    }
+
+    #[test]
+    fn restores_carry_expiry_idle_time_and_frequency() {
+        // REDIS0009: "k" = "v" expiring at 2^42 ms (in 2109), idle 300 s; "f" = "w" with LFU freq 7.
+        let file = b"REDIS0009\xfe\x00\xfc\x00\x00\x00\x00\x00\x04\x00\x00\xf8\x41\x2c\x00\x01k\x01v\xf9\x07\x00\x01f\x01w\xff\x00\x00\x00\x00\x00\x00\x00\x00";
+        let mode = ValueMode {
+            force_rewrite: false,
+            ..REWRITE
+        };
+        let (all, _) = groups(file, mode, 0, Selection::default());
+        let payload = |v: &[u8]| payload::build(crate::rdb::RdbType::String, &[1, v[0]], 9);
+        let expected = [
+            Command::new("RESTORE")
+                .arg("k")
+                .arg((1i64 << 42).to_string())
+                .arg(payload(b"v"))
+                .arg("REPLACE")
+                .arg("ABSTTL")
+                .arg("IDLETIME")
+                .arg("300"),
+            Command::new("RESTORE")
+                .arg("f")
+                .arg("0")
+                .arg(payload(b"w"))
+                .arg("REPLACE")
+                .arg("ABSTTL")
+                .arg("FREQ")
+                .arg("7"),
+        ];
+        let commands: Vec<Command> = all.iter().flat_map(WriteGroup::commands).collect();
+        assert_eq!(commands, expected);
     }
 
     #[test]
