@@ -31,6 +31,13 @@ pub struct Config {
     pub max_string_len: usize,
     /// What to do with empty collections.
     pub empty_keys: EmptyKeys,
+    /// Whether a value handed out raw (and not as elements) is decoded all the same: its
+    /// strings decompressed, its encodings (listpack, ziplist, intset...) walked and checked,
+    /// its elements counted. Off, the parser only reads past its strings; `ValueEnd::len` is
+    /// then 0 and empty collections are not told apart. The sync turns it off: a `RESTORE`
+    /// payload gets the checks a Redis replica gives a snapshot (the target's own, and the
+    /// file's checksum at the end). Default on.
+    pub decode_raw_values: bool,
 }
 
 impl Default for Config {
@@ -39,6 +46,7 @@ impl Default for Config {
             max_raw_value: 512 * 1024 * 1024,
             max_string_len: 512 * 1024 * 1024,
             empty_keys: EmptyKeys::Refuse,
+            decode_raw_values: true,
         }
     }
 }
@@ -168,6 +176,7 @@ impl Parser {
                 module: None,
                 offset: 0,
                 emit: false,
+                decode: true,
                 len: 0,
             },
             raw: false,
@@ -528,6 +537,7 @@ impl Parser {
         key.emit = false;
         let want = sink.key(&key.view()).map_err(Halt::Sink)?;
         key.emit = want.elements();
+        key.decode = key.emit || !want.raw() || self.config.decode_raw_values;
         self.pending = Pending::default();
         self.raw = want.raw();
         self.value_start = value_start;
@@ -568,6 +578,7 @@ impl Parser {
         // Read again from the value's start, handing out elements this time.
         self.input.rewind(self.value_start);
         self.key.emit = true;
+        self.key.decode = true;
         self.key.len = 0;
         self.state = State::Value(ValueState::initial(rdb_type));
         true
@@ -583,7 +594,7 @@ impl Parser {
             object_type,
             ObjectType::String | ObjectType::Stream | ObjectType::Module
         );
-        if collection && key.len == 0 && self.config.empty_keys == EmptyKeys::Refuse {
+        if collection && key.decode && key.len == 0 && self.config.empty_keys == EmptyKeys::Refuse {
             return Err(RdbError::EmptyKey {
                 offset: key.offset,
                 object_type,

@@ -956,14 +956,23 @@ fn raw_values_over_the_limit_come_as_elements() {
         max_raw_value: 200,
         ..Config::default()
     };
-    for chunk in [1, 13, 100, 4096, file.len()] {
+    for (chunk, decode) in [1, 13, 100, 4096, file.len()]
+        .into_iter()
+        .flat_map(|chunk| [(chunk, true), (chunk, false)])
+    {
+        let config = Config {
+            decode_raw_values: decode,
+            ..config
+        };
         let events = parse_with(&file, chunk, Want::Raw, config).unwrap();
         let mut expected: Vec<El> = members.iter().map(|m| El::Set(m.clone())).collect();
         expected.push(El::String(long.clone()));
         assert_eq!(elements(&events), expected, "chunks of {chunk}");
         let values = values(&events);
         assert_eq!(values[0], (None, 100));
-        assert_eq!(values[1], (Some(b"\x01\x01x".to_vec()), 1));
+        // Not decoded, a raw value's elements are not counted.
+        let small_len = u64::from(decode);
+        assert_eq!(values[1], (Some(b"\x01\x01x".to_vec()), small_len));
         assert_eq!(values[2], (None, 300_000));
     }
     // With the default limit everything comes raw, and without elements.
@@ -1238,9 +1247,11 @@ proptest! {
             let i = index.index(file.len());
             file[i] ^= 1 << bit;
         }
-        let config = Config { max_raw_value: 1 << 16, max_string_len: 1 << 16, empty_keys: EmptyKeys::Report };
-        for want in [Want::Nothing, Want::RawAndElements, Want::Raw] {
-            let _ = parse_with(&file, chunk, want, config);
+        for decode_raw_values in [true, false] {
+            let config = Config { max_raw_value: 1 << 16, max_string_len: 1 << 16, empty_keys: EmptyKeys::Report, decode_raw_values };
+            for want in [Want::Nothing, Want::RawAndElements, Want::Raw] {
+                let _ = parse_with(&file, chunk, want, config);
+            }
         }
     }
 
@@ -1249,7 +1260,7 @@ proptest! {
     fn random_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..400)) {
         for magic in [&b"REDIS0011"[..], b"VALKEY080", b"REDIS0003"] {
             let file = [magic, &body].concat();
-            let config = Config { max_raw_value: 1 << 12, max_string_len: 1 << 12, empty_keys: EmptyKeys::Refuse };
+            let config = Config { max_raw_value: 1 << 12, max_string_len: 1 << 12, empty_keys: EmptyKeys::Refuse, decode_raw_values: true };
             let _ = parse_with(&file, 7, Want::RawAndElements, config);
         }
     }
@@ -1263,6 +1274,48 @@ proptest! {
             parse(&file, Want::RawAndElements).unwrap()
         );
     }
+}
+
+#[test]
+fn raw_values_read_past_without_decoding_are_the_same_bytes() {
+    // Everything but the element counts, which are not kept where nothing was decoded.
+    let uncounted = |events: Vec<Event>| -> Vec<Event> {
+        events
+            .into_iter()
+            .map(|event| match event {
+                Event::Value {
+                    raw,
+                    rdb_len,
+                    elements,
+                    ..
+                } => Event::Value {
+                    raw,
+                    len: 0,
+                    rdb_len,
+                    elements,
+                },
+                other => other,
+            })
+            .collect()
+    };
+    let config = Config {
+        decode_raw_values: false,
+        ..Config::default()
+    };
+    for file in [kitchen_sink(), stream_file(1), stream_file(2)] {
+        let decoded = uncounted(parse(&file, Want::Raw).unwrap());
+        for chunk in [1, 2, 7, 64, file.len()] {
+            let events = parse_with(&file, chunk, Want::Raw, config).unwrap();
+            assert_eq!(uncounted(events), decoded, "chunks of {chunk}");
+        }
+    }
+    // A damaged encoding goes by unread: the target's checks are what is left.
+    let mut file = RdbFile::redis(11);
+    file.key(RdbType::SetIntset, b"i").string(b"not an intset");
+    let file = file.finish();
+    assert!(parse(&file, Want::Raw).is_err());
+    let events = parse_with(&file, 3, Want::Raw, config).unwrap();
+    assert_eq!(values(&events), [(Some(b"\x0dnot an intset".to_vec()), 0)]);
 }
 
 #[test]

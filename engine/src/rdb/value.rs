@@ -231,6 +231,9 @@ pub(super) struct CurrentKey {
     pub offset: u64,
     /// Elements go to the sink.
     pub emit: bool,
+    /// Strings are loaded and encodings decoded (false: the value is only read past, for
+    /// its raw bytes; see `Config::decode_raw_values`).
+    pub decode: bool,
     /// Elements counted so far (string bytes, stream length).
     pub len: u64,
 }
@@ -326,6 +329,10 @@ pub(super) fn read_unit<S: Sink + ?Sized>(
 ) -> Result<(), Halt<S::Error>> {
     let max = limits.max_string_len;
     match *state {
+        ValueState::String | ValueState::Blob(_) if !key.decode => {
+            r.string(max)?;
+            *state = ValueState::Done;
+        }
         ValueState::String => {
             let mut probe = r.clone();
             if let Some(len) = probe.string_len(max)? {
@@ -614,6 +621,9 @@ fn read_element<S: Sink + ?Sized>(
     sink: &mut S,
 ) -> Result<(), Halt<S::Error>> {
     match units {
+        Units::List | Units::Set if !key.decode => {
+            r.string(max)?;
+        }
         Units::List | Units::Set => {
             let loaded = r.string(max)?.load(scratch)?;
             let item = loaded.item(scratch);
@@ -691,6 +701,10 @@ fn read_element<S: Sink + ?Sized>(
                 .into());
             }
             let offset = r.offset();
+            if !key.decode {
+                r.string(max)?;
+                return Ok(());
+            }
             let loaded = r.string(max)?.load(scratch)?;
             if loaded.len() == 0 {
                 return Err(RdbError::Corrupt {
@@ -763,6 +777,14 @@ fn read_stream_unit<S: Sink + ?Sized>(
             0 => StreamState::Meta,
             remaining => StreamState::Node { remaining },
         },
+        StreamState::Node { remaining } if !key.decode => {
+            r.string(max)?;
+            r.string(max)?;
+            match remaining - 1 {
+                0 => StreamState::Meta,
+                remaining => StreamState::Node { remaining },
+            }
+        }
         StreamState::Node { remaining } => {
             let id_offset = r.offset();
             let node_key = r.string(max)?.load_bytes(scratch)?;

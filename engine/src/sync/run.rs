@@ -86,6 +86,8 @@ impl SyncOptions {
     pub(super) fn parser_config(&self) -> rdb::Config {
         rdb::Config {
             max_raw_value: self.restore_max_bytes,
+            // A RESTORE payload is checked by the target, as a replica checks a snapshot.
+            decode_raw_values: false,
             ..rdb::Config::default()
         }
     }

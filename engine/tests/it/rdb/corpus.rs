@@ -173,7 +173,7 @@ proptest! {
             let i = index.index(file.len());
             file[i] ^= 1 << bit;
         }
-        let config = Config { max_raw_value: 1 << 20, max_string_len: 1 << 20, empty_keys: EmptyKeys::Report };
+        let config = Config { max_raw_value: 1 << 20, max_string_len: 1 << 20, empty_keys: EmptyKeys::Report, decode_raw_values: chunk % 2 == 0 };
         let mut parser = Parser::new(config);
         let mut sink = Lenient;
         for piece in file.chunks(chunk) {
@@ -182,6 +182,58 @@ proptest! {
             }
         }
         let _ = parser.finish();
+    }
+}
+
+/// Each key's raw bytes, as a sink that wants nothing else gets them.
+#[derive(Default)]
+struct RawValues(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+impl ferry_engine::rdb::Sink for RawValues {
+    type Error = RdbError;
+
+    fn key(
+        &mut self,
+        key: &ferry_engine::rdb::Key<'_>,
+    ) -> Result<ferry_engine::rdb::Want, RdbError> {
+        self.0.push((key.key.to_vec(), None));
+        Ok(ferry_engine::rdb::Want::Raw)
+    }
+
+    fn value(
+        &mut self,
+        _key: &ferry_engine::rdb::Key<'_>,
+        value: &ferry_engine::rdb::ValueEnd<'_>,
+    ) -> Result<(), RdbError> {
+        if let Some(last) = self.0.last_mut() {
+            last.1 = value.raw.map(<[u8]>::to_vec);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn raw_values_are_the_same_bytes_decoded_or_not() {
+    let raw_values = |file: &[u8], chunk: usize, decode_raw_values: bool| {
+        let mut parser = Parser::new(Config {
+            decode_raw_values,
+            ..Config::default()
+        });
+        let mut sink = RawValues::default();
+        for piece in file.chunks(chunk) {
+            parser.feed(piece, &mut sink)?;
+        }
+        parser.finish()?;
+        Ok::<_, RdbError>(sink.0)
+    };
+    for (name, file) in corpus().into_iter().filter(|(name, _)| !is_corrupt(name)) {
+        let decoded = raw_values(&file, file.len(), true).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(decoded.iter().all(|(_, raw)| raw.is_some()), "{name}");
+        for chunk in [7, 4096, file.len()] {
+            let read_past =
+                raw_values(&file, chunk, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(read_past, decoded, "{name} in chunks of {chunk}");
+        }
     }
 }
 
