@@ -1,10 +1,10 @@
 //! A RESP connection to one node: connect, `AUTH`, then pipelined commands and their replies.
 //! The bytes are encoded and decoded by [`crate::resp`]; this is only the socket around it.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::endpoint::Endpoint;
@@ -13,6 +13,9 @@ use crate::socket::{ConnectError, NodeStream};
 
 /// Room made in the receive buffer before each read.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
+
+/// Buffers written by one `writev` at most (Linux's `IOV_MAX`).
+const MAX_SLICES: usize = 1024;
 
 /// Why talking to a node failed.
 #[derive(Debug, thiserror::Error)]
@@ -124,16 +127,6 @@ impl Link {
         self.queued += 1;
     }
 
-    /// Queues `count` commands already encoded as RESP.
-    pub fn queue_encoded(&mut self, encoded: BytesMut, count: usize) {
-        if self.out.is_empty() {
-            self.out = encoded;
-        } else {
-            self.out.extend_from_slice(&encoded);
-        }
-        self.queued += count;
-    }
-
     /// Bytes queued and not yet flushed.
     pub fn queued_bytes(&self) -> usize {
         self.out.len()
@@ -162,6 +155,64 @@ impl Link {
             replies.push(self.read_reply().await?);
         }
         Ok(replies)
+    }
+
+    /// Sends what is queued, then `parts` (`count` commands encoded one after the other,
+    /// written as they are, without copying them into one buffer), and reads one reply per
+    /// command. Returns only the replies that are not `+OK`, each with its place among all
+    /// the commands sent.
+    pub async fn exchange_parts(
+        &mut self,
+        parts: &[Bytes],
+        count: usize,
+    ) -> Result<Vec<(usize, Frame)>, LinkError> {
+        let expected = std::mem::take(&mut self.queued) + count;
+        let queued = self.out.split().freeze();
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len().min(MAX_SLICES));
+        let mut next = 0;
+        let mut first = true;
+        loop {
+            slices.clear();
+            if std::mem::take(&mut first) && !queued.is_empty() {
+                slices.push(IoSlice::new(&queued));
+            }
+            while slices.len() < MAX_SLICES && next < parts.len() {
+                if !parts[next].is_empty() {
+                    slices.push(IoSlice::new(&parts[next]));
+                }
+                next += 1;
+            }
+            if slices.is_empty() {
+                break;
+            }
+            let mut window = &mut slices[..];
+            while !window.is_empty() {
+                let written = self
+                    .socket
+                    .write_vectored(window)
+                    .await
+                    .map_err(|e| LinkError::io(&self.addr, e))?;
+                if written == 0 {
+                    return Err(LinkError::io(&self.addr, io::ErrorKind::WriteZero.into()));
+                }
+                IoSlice::advance_slices(&mut window, written);
+            }
+        }
+        self.socket
+            .flush()
+            .await
+            .map_err(|e| LinkError::io(&self.addr, e))?;
+        let mut unusual = Vec::new();
+        for index in 0..expected {
+            if self.replies.skip_ok() {
+                continue;
+            }
+            let reply = self.read_reply().await?;
+            if !matches!(&reply, Frame::SimpleString(s) if s.as_ref() == b"OK") {
+                unusual.push((index, reply));
+            }
+        }
+        Ok(unusual)
     }
 
     /// One command, one reply.
@@ -196,5 +247,86 @@ impl Link {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+    use crate::resp::{CommandDecoder, Limits};
+
+    /// Thousands of parts, some empty and some big, after a queued command: every command
+    /// arrives whole and in order although the peer reads slowly (so writes are partial), and
+    /// only the replies that are not +OK come back, at their places.
+    #[tokio::test]
+    async fn parts_are_written_in_order_and_unusual_replies_are_placed() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut parts = Vec::new();
+        let mut sent = Vec::new();
+        for i in 0..3000usize {
+            // 16 MB in all: more than the socket buffers hold, so writes come back partial.
+            let value = if i % 750 == 7 {
+                vec![b'v'; 4 << 20]
+            } else {
+                i.to_string().into_bytes()
+            };
+            let mut encoded = BytesMut::new();
+            encode_command(
+                &[&b"SET"[..], format!("k{i}").as_bytes(), &value],
+                &mut encoded,
+            );
+            sent.push(encoded.clone().freeze());
+            parts.push(encoded.freeze());
+            if i % 500 == 0 {
+                parts.push(Bytes::new());
+            }
+        }
+        let expected = sent.clone();
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut decoder = CommandDecoder::new(Limits::default());
+            let mut received = Vec::new();
+            let mut buf = [0u8; 1000];
+            while received.len() < 1 + expected.len() {
+                let n = socket.read(&mut buf).unwrap();
+                assert!(n > 0, "closed early");
+                decoder.feed(&buf[..n]);
+                while let Some((command, _)) = decoder.next_command().unwrap() {
+                    received.push(command);
+                }
+            }
+            assert!(received[0].is("PING"));
+            let mut replies = Vec::new();
+            for (i, (command, wire)) in received[1..].iter().zip(&expected).enumerate() {
+                let mut encoded = BytesMut::new();
+                command.encode(&mut encoded);
+                assert_eq!(encoded, wire, "command {i}");
+                replies.extend_from_slice(match i {
+                    5 => b"-ERR five\r\n".as_slice(),
+                    2999 => b":1\r\n",
+                    _ => b"+OK\r\n",
+                });
+            }
+            socket.write_all(b"+PONG\r\n").unwrap();
+            socket.write_all(&replies).unwrap();
+        });
+        let endpoint = Endpoint::parse(&format!("redis://127.0.0.1:{port}")).unwrap();
+        let mut link = Link::connect("127.0.0.1", port, &endpoint, Duration::from_secs(5))
+            .await
+            .unwrap();
+        link.queue(&["PING"]);
+        let unusual = link.exchange_parts(&parts, sent.len()).await.unwrap();
+        server.join().unwrap();
+        assert_eq!(
+            unusual,
+            [
+                (0, Frame::SimpleString(Bytes::from_static(b"PONG"))),
+                (6, Frame::Error(Bytes::from_static(b"ERR five"))),
+                (3000, Frame::Integer(1)),
+            ]
+        );
     }
 }

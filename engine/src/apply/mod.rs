@@ -377,20 +377,22 @@ impl Applier {
                 .filter(|_| !self.target.topology.cluster);
             let timeout = self.config.connect_timeout;
             let addr = addr.clone();
-            // Encoded here, once: the groups stay in `by_node` for the replies.
-            let mut encoded = BytesMut::new();
+            // The groups stay in `by_node` for the replies; their bytes go to the socket as
+            // they are.
+            let mut parts = Vec::with_capacity(list.len());
             let mut count = 0;
             let mut written = 0u64;
-            encoded.reserve(list.iter().map(|p| p.group.encoded.len()).sum());
             for p in list {
                 if matches!(p.route, Route::Ask(_)) {
+                    let mut asked = BytesMut::new();
                     for command in p.group.commands() {
-                        Command::new("ASKING").encode(&mut encoded);
-                        command.encode(&mut encoded);
+                        Command::new("ASKING").encode(&mut asked);
+                        command.encode(&mut asked);
                         count += 2;
                     }
+                    parts.push(asked.freeze());
                 } else {
-                    encoded.extend_from_slice(&p.group.encoded);
+                    parts.push(p.group.encoded.clone());
                     count += p.group.count;
                 }
                 self.stats.bytes += p.group.encoded.len() as u64;
@@ -402,12 +404,12 @@ impl Applier {
                     Some(link) => link,
                     None => connect(&addr, &endpoint, db, timeout).await?,
                 };
-                link.queue_encoded(encoded, count);
-                let replies = link.exchange().await?;
-                Ok::<_, LinkError>((index, link, replies))
+                let unusual = link.exchange_parts(&parts, count).await?;
+                Ok::<_, LinkError>((index, link, unusual))
             });
         }
-        let mut results: Vec<Option<Vec<Frame>>> = vec![None; by_node.len()];
+        // Per node, the replies that were not +OK, by their place among the commands sent.
+        let mut results: Vec<Option<Vec<(usize, Frame)>>> = vec![None; by_node.len()];
         let mut link_error = None;
         while let Some(joined) = tasks.join_next().await {
             match joined.expect("apply task panicked") {
@@ -434,16 +436,23 @@ impl Applier {
                 retry_order.extend(list);
                 continue;
             };
-            let mut replies = replies.into_iter();
+            let mut replies = replies.into_iter().peekable();
+            let mut sent = 0;
             let mut tainted: Vec<Slot> = Vec::new();
             for mut p in list {
                 let asking = matches!(p.route, Route::Ask(_));
                 let mut verdict = Verdict::Ok;
                 for index in 0..p.group.count {
                     if asking {
-                        replies.next();
+                        // ASKING's own reply.
+                        sent += 1;
                     }
-                    let reply = replies.next().expect("one reply per command");
+                    let at = sent;
+                    sent += 1;
+                    while replies.next_if(|(i, _)| *i < at).is_some() {}
+                    let Some((_, reply)) = replies.next_if(|(i, _)| *i == at) else {
+                        continue;
+                    };
                     if let (Verdict::Ok, Frame::Error(message)) = (&verdict, &reply) {
                         let command = p.group.commands().into_iter().nth(index);
                         let name = command.as_ref().map_or(&b"?"[..], Command::name);

@@ -262,6 +262,21 @@ impl FrameDecoder {
     pub fn next_frame(&mut self) -> Result<Option<(Frame, usize)>, DecodeError> {
         self.next_item()
     }
+
+    /// Takes the next reply when it is `+OK`, without making a frame of it: true if it was.
+    /// False when the next reply is anything else or not all there yet (read it with
+    /// [`FrameDecoder::next_frame`]).
+    pub fn skip_ok(&mut self) -> bool {
+        const OK: &[u8] = b"+OK\r\n";
+        let idle = self.state.open.is_empty() && self.state.len == 0;
+        if idle && self.buf.starts_with(OK) {
+            self.buf.advance(OK.len());
+            self.consumed += OK.len() as u64;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl CommandDecoder {
@@ -536,6 +551,32 @@ mod tests {
         for (input, expected, consumed) in cases {
             assert_eq!(frame(input), Ok(Some((expected, consumed))), "{input:?}");
         }
+    }
+
+    #[test]
+    fn ok_replies_are_skipped_only_between_replies() {
+        let mut decoder = FrameDecoder::new(Limits::default());
+        decoder.feed(b"+OK\r\n:1\r\n+OK\r\n*2\r\n+OK\r\n");
+        assert!(decoder.skip_ok());
+        assert!(!decoder.skip_ok(), "an integer is not +OK");
+        assert_eq!(decoder.next_frame(), Ok(Some((Frame::Integer(1), 4))));
+        assert!(decoder.skip_ok());
+        // Half an array: its +OK belongs to it.
+        assert_eq!(decoder.next_frame(), Ok(None));
+        decoder.feed(b"+OK\r\n+OK");
+        assert!(!decoder.skip_ok(), "inside an array");
+        assert_eq!(
+            decoder.next_frame(),
+            Ok(Some((
+                Frame::Array(Some(vec![simple("OK"), simple("OK")])),
+                14
+            )))
+        );
+        assert!(!decoder.skip_ok(), "not all there yet");
+        decoder.feed(b"\r\n");
+        assert!(decoder.skip_ok());
+        assert_eq!(decoder.consumed(), 5 + 4 + 5 + 14 + 5);
+        assert_eq!(decoder.buffered(), 0);
     }
 
     #[test]
