@@ -16,26 +16,30 @@ use super::format::{Magic, RdbType};
 /// The footer's length: RDB version and CRC64.
 pub const FOOTER_LEN: usize = 10;
 
-/// The 10 bytes that end the payload of a value of `rdb_type` whose bytes are `value`,
-/// for a server of RDB version `version` or newer. Write type byte, value and footer in that
-/// order; nothing needs to be copied into one buffer.
-pub fn footer(rdb_type: RdbType, value: &[u8], version: u16) -> [u8; FOOTER_LEN] {
-    let version = version.to_le_bytes();
-    let mut crc = crc64(0, &[rdb_type.byte()]);
-    crc = crc64(crc, value);
-    crc = crc64(crc, &version);
-    let mut footer = [0u8; FOOTER_LEN];
-    footer[..2].copy_from_slice(&version);
-    footer[2..].copy_from_slice(&crc.to_le_bytes());
-    footer
+/// Appends the payload of a value of `rdb_type` whose bytes are `value`, for a server of RDB
+/// version `version` or newer, to `out`: type byte, value, version, and the CRC64 of those,
+/// computed over the bytes where they landed.
+pub fn append(out: &mut Vec<u8>, rdb_type: RdbType, value: &[u8], version: u16) {
+    append_to(out, rdb_type, value, version);
+}
+
+/// [`append`] for a buffer of `bytes`.
+pub fn append_to<B>(out: &mut B, rdb_type: RdbType, value: &[u8], version: u16)
+where
+    B: bytes::BufMut + std::ops::Deref<Target = [u8]>,
+{
+    let start = out.len();
+    out.put_u8(rdb_type.byte());
+    out.put_slice(value);
+    out.put_slice(&version.to_le_bytes());
+    let crc = crc64(0, &out[start..]);
+    out.put_slice(&crc.to_le_bytes());
 }
 
 /// The whole payload, in one buffer.
 pub fn build(rdb_type: RdbType, value: &[u8], version: u16) -> Vec<u8> {
     let mut payload = Vec::with_capacity(1 + value.len() + FOOTER_LEN);
-    payload.push(rdb_type.byte());
-    payload.extend_from_slice(value);
-    payload.extend_from_slice(&footer(rdb_type, value, version));
+    append(&mut payload, rdb_type, value, version);
     payload
 }
 

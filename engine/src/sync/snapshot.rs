@@ -23,9 +23,7 @@ use crate::rdb::{
     payload, Element, Header, Item, Key, Magic, ObjectType, RdbError, Sink, StreamId, ValueEnd,
     Want,
 };
-use crate::resp::{
-    encode_array_header, encode_bulk, encode_bulk_decimal, encode_bulk_header, Command,
-};
+use crate::resp::{encode_bulk, encode_bulk_decimal, encode_bulk_header, Command};
 use crate::route::KeyFilter;
 
 /// Elements per rewrite command (`RPUSH key e1 ... e512`).
@@ -214,21 +212,22 @@ impl SnapshotSink {
             self.out.reserve(needed.max(OUT_CHUNK));
         }
         let out = &mut self.out;
-        let options = 2 * (usize::from(key.idle.is_some()) + usize::from(key.freq.is_some()));
-        encode_array_header(6 + options, out);
-        encode_bulk(b"RESTORE", out);
+        let options = usize::from(key.idle.is_some()) + usize::from(key.freq.is_some());
+        out.extend_from_slice(
+            [
+                &b"*6\r\n$7\r\nRESTORE\r\n"[..],
+                b"*8\r\n$7\r\nRESTORE\r\n",
+                b"*10\r\n$7\r\nRESTORE\r\n",
+            ][options],
+        );
         encode_bulk_header(key.key.len(), out);
         let key_at = out.len();
         out.extend_from_slice(key.key);
         out.extend_from_slice(b"\r\n");
         encode_bulk_decimal(key.expire_at_ms.unwrap_or(0), out);
         encode_bulk_header(payload_len, out);
-        out.extend_from_slice(&[key.rdb_type.byte()]);
-        out.extend_from_slice(raw);
-        out.extend_from_slice(&payload::footer(key.rdb_type, raw, version));
-        out.extend_from_slice(b"\r\n");
-        encode_bulk(b"REPLACE", out);
-        encode_bulk(b"ABSTTL", out);
+        payload::append_to(out, key.rdb_type, raw, version);
+        out.extend_from_slice(b"\r\n$7\r\nREPLACE\r\n$6\r\nABSTTL\r\n");
         if let Some(idle) = key.idle {
             encode_bulk(b"IDLETIME", out);
             encode_bulk_decimal(i64::try_from(idle).unwrap_or(i64::MAX), out);
