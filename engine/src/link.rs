@@ -4,7 +4,7 @@
 use std::io::{self, IoSlice};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::endpoint::Endpoint;
@@ -163,7 +163,7 @@ impl Link {
     /// the commands sent.
     pub async fn exchange_parts(
         &mut self,
-        parts: &[Bytes],
+        parts: &[&[u8]],
         count: usize,
     ) -> Result<Vec<(usize, Frame)>, LinkError> {
         let expected = std::mem::take(&mut self.queued) + count;
@@ -178,7 +178,7 @@ impl Link {
             }
             while slices.len() < MAX_SLICES && next < parts.len() {
                 if !parts[next].is_empty() {
-                    slices.push(IoSlice::new(&parts[next]));
+                    slices.push(IoSlice::new(parts[next]));
                 }
                 next += 1;
             }
@@ -254,6 +254,8 @@ impl Link {
 mod tests {
     use std::io::{Read, Write};
 
+    use bytes::Bytes;
+
     use super::*;
     use crate::resp::{CommandDecoder, Limits};
 
@@ -318,6 +320,7 @@ mod tests {
             .await
             .unwrap();
         link.queue(&["PING"]);
+        let parts: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
         let unusual = link.exchange_parts(&parts, sent.len()).await.unwrap();
         server.join().unwrap();
         assert_eq!(

@@ -367,8 +367,9 @@ impl Applier {
         }
 
         let mut tasks = JoinSet::new();
-        for (index, (addr, list)) in by_node.iter().enumerate() {
-            let link = self.links.remove(addr);
+        let nodes = by_node.len();
+        for (index, (addr, list)) in by_node.into_iter().enumerate() {
+            let link = self.links.remove(&addr);
             let endpoint = self.target.endpoint.clone();
             let db = self
                 .target
@@ -376,23 +377,21 @@ impl Applier {
                 .db
                 .filter(|_| !self.target.topology.cluster);
             let timeout = self.config.connect_timeout;
-            let addr = addr.clone();
-            // The groups stay in `by_node` for the replies; their bytes go to the socket as
-            // they are.
-            let mut parts = Vec::with_capacity(list.len());
+            // The groups' bytes go to the socket as they are; a group sent after an ASK is
+            // encoded again, with ASKING before each command.
+            let mut asked = Vec::new();
             let mut count = 0;
             let mut written = 0u64;
-            for p in list {
+            for p in &list {
                 if matches!(p.route, Route::Ask(_)) {
-                    let mut asked = BytesMut::new();
+                    let mut bytes = BytesMut::new();
                     for command in p.group.commands() {
-                        Command::new("ASKING").encode(&mut asked);
-                        command.encode(&mut asked);
+                        Command::new("ASKING").encode(&mut bytes);
+                        command.encode(&mut bytes);
                         count += 2;
                     }
-                    parts.push(asked.freeze());
+                    asked.push(bytes.freeze());
                 } else {
-                    parts.push(p.group.encoded.clone());
                     count += p.group.count;
                 }
                 self.stats.bytes += p.group.encoded.len() as u64;
@@ -400,24 +399,40 @@ impl Applier {
             }
             self.stats.commands += written;
             tasks.spawn(async move {
-                let mut link = match link {
-                    Some(link) => link,
-                    None => connect(&addr, &endpoint, db, timeout).await?,
-                };
-                let unusual = link.exchange_parts(&parts, count).await?;
-                Ok::<_, LinkError>((index, link, unusual))
+                let sent = async {
+                    let mut link = match link {
+                        Some(link) => link,
+                        None => connect(&addr, &endpoint, db, timeout).await?,
+                    };
+                    let mut asked = asked.iter();
+                    let parts: Vec<&[u8]> = list
+                        .iter()
+                        .map(|p| match p.route {
+                            Route::Ask(_) => asked.next().map_or(&[][..], |b| &b[..]),
+                            Route::Owner => &p.group.encoded[..],
+                        })
+                        .collect();
+                    let unusual = link.exchange_parts(&parts, count).await?;
+                    Ok::<_, LinkError>((link, unusual))
+                }
+                .await;
+                (index, addr, list, sent)
             });
         }
-        // Per node, the replies that were not +OK, by their place among the commands sent.
-        let mut results: Vec<Option<Vec<(usize, Frame)>>> = vec![None; by_node.len()];
+        // Per node, in the order above.
+        let mut results: Vec<Option<Sent>> = (0..nodes).map(|_| None).collect();
         let mut link_error = None;
         while let Some(joined) = tasks.join_next().await {
-            match joined.expect("apply task panicked") {
-                Ok((index, link, replies)) => {
-                    self.links.insert(by_node[index].0.clone(), link);
-                    results[index] = Some(replies);
+            let (index, addr, list, sent) = joined.expect("apply task panicked");
+            match sent {
+                Ok((link, unusual)) => {
+                    self.links.insert(addr, link);
+                    results[index] = Some((list, Some(unusual)));
                 }
-                Err(e) => link_error = Some(e),
+                Err(e) => {
+                    link_error = Some(e);
+                    results[index] = Some((list, None));
+                }
             }
         }
 
@@ -428,7 +443,7 @@ impl Applier {
             link_error,
         };
         let mut retry_order = Vec::new();
-        for ((_, list), replies) in by_node.into_iter().zip(results) {
+        for (list, replies) in results.into_iter().flatten() {
             let Some(replies) = replies else {
                 // The connection failed: everything it carried goes again, after a refresh.
                 round.refresh = true;
@@ -504,6 +519,10 @@ impl Applier {
         Ok(round)
     }
 }
+
+/// A node's groups after a round, and the replies that were not +OK by their place among the
+/// commands sent (`None` when the connection failed).
+type Sent = (Vec<Pending>, Option<Vec<(usize, Frame)>>);
 
 struct Round {
     retry: Vec<Pending>,
