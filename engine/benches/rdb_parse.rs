@@ -1,10 +1,13 @@
 //! RDB parser throughput on in-memory files, fed in 64 KiB chunks as a socket would: many
 //! small strings (a quarter with an expire time), a few big strings, and the corpus files that
 //! hold ziplists, intsets and hash tables. `ci/bench-rdb.sh` compares whole files saved by
-//! redis-server against `redis-check-rdb`.
+//! redis-server against `redis-check-rdb`. `snapshot_sink` is what a full sync does with a
+//! snapshot short of sending it: parsed without decoding values, each key written as a
+//! `RESTORE` into batches of 2000 keys.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ferry_engine::rdb::{Config, Key, Parser, RdbError, Sink, ValueEnd, Want};
+use ferry_engine::rdb::{Config, Key, Parser, RdbError, Sink, Status, ValueEnd, Want};
+use ferry_engine::sync::{Selection, SnapshotSink, ValueMode};
 
 /// Counts keys and value bytes, asking the parser for `want`.
 struct Count {
@@ -106,5 +109,45 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The sync's parse of a snapshot into batches of `RESTORE` groups; the number of groups.
+fn restore_batches(file: &[u8]) -> usize {
+    let mode = ValueMode {
+        force_rewrite: false,
+        target_rdb_version: 11,
+        target_reads_valkey: false,
+    };
+    let mut parser = Parser::new(Config {
+        decode_raw_values: false,
+        ..Config::default()
+    });
+    let mut sink = SnapshotSink::new(mode, 0, Selection::default()).batch_limits(2000, 4 << 20);
+    let mut groups = 0;
+    for chunk in file.chunks(16 * 1024) {
+        let mut input = chunk;
+        while parser.feed(input, &mut sink).expect("a valid file") == Status::Paused {
+            input = &[];
+            groups += sink.take_groups().len();
+        }
+    }
+    parser.finish().expect("a complete file");
+    groups + sink.take_groups().len()
+}
+
+fn bench_snapshot_sink(c: &mut Criterion) {
+    let files = [
+        ("small_strings", strings(200_000, 32)),
+        ("ziplists", corpus("rdb-tools/ziplist_with_integers.rdb")),
+        ("sorted_set", corpus("rdb-tools/regular_sorted_set.rdb")),
+    ];
+    let mut group = c.benchmark_group("snapshot_sink");
+    for (name, file) in &files {
+        group.throughput(Throughput::Bytes(file.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), file, |b, file| {
+            b.iter(|| restore_batches(file))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_snapshot_sink);
 criterion_main!(benches);

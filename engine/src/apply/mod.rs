@@ -28,7 +28,7 @@ use crate::route::{NodeAddr, Slot};
 /// there once, by the sink, and the applier only copies them into its pipelines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteGroup {
-    pub key: Bytes,
+    key: KeyPlace,
     /// The commands, as RESP arrays of bulk strings, one after the other.
     encoded: Bytes,
     count: usize,
@@ -36,6 +36,15 @@ pub struct WriteGroup {
     /// The key's slot, computed while the key is at hand (routing reads it often, from
     /// another thread).
     slot: Slot,
+}
+
+/// Where a group's key is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyPlace {
+    /// Bytes of its own.
+    Own(Bytes),
+    /// Within the group's encoded commands: from this index, this long.
+    Within { start: usize, len: usize },
 }
 
 /// Which part of its key's writes a [`WriteGroup`] holds. The parts of one key must be applied
@@ -71,10 +80,38 @@ impl WriteGroup {
         let key = key.into();
         WriteGroup {
             slot: Slot::of_key(&key),
-            key,
+            key: KeyPlace::Own(key),
             encoded,
             count,
             part,
+        }
+    }
+
+    /// A group of `count` commands already encoded in `encoded`, whose key is the bytes of
+    /// `encoded` in `key` (no copy of it is kept).
+    pub fn encoded_with_key_at(
+        encoded: Bytes,
+        key: std::ops::Range<usize>,
+        count: usize,
+        part: Part,
+    ) -> Self {
+        WriteGroup {
+            slot: Slot::of_key(&encoded[key.clone()]),
+            key: KeyPlace::Within {
+                start: key.start,
+                len: key.len(),
+            },
+            encoded,
+            count,
+            part,
+        }
+    }
+
+    /// The key the group writes.
+    pub fn key(&self) -> &[u8] {
+        match &self.key {
+            KeyPlace::Own(key) => key,
+            KeyPlace::Within { start, len } => &self.encoded[*start..*start + *len],
         }
     }
 
@@ -348,7 +385,7 @@ impl Applier {
                             Some(shard) => &shard.master,
                             None => {
                                 return Err(ApplyError::Uncovered {
-                                    key: printable(&p.group.key),
+                                    key: printable(p.group.key()),
                                     slot,
                                 })
                             }
@@ -471,7 +508,7 @@ impl Applier {
                     if let (Verdict::Ok, Frame::Error(message)) = (&verdict, &reply) {
                         let command = p.group.commands().into_iter().nth(index);
                         let name = command.as_ref().map_or(&b"?"[..], Command::name);
-                        verdict = classify(message, name, &p.group.key);
+                        verdict = classify(message, name, p.group.key());
                     }
                 }
                 let slot = p.group.slot();
@@ -500,7 +537,7 @@ impl Applier {
                     }
                     Verdict::Fatal { reply, command } => {
                         return Err(ApplyError::Rejected {
-                            key: printable(&p.group.key),
+                            key: printable(p.group.key()),
                             command,
                             reply,
                         })
@@ -508,7 +545,7 @@ impl Applier {
                 }
                 if p.redirects > self.config.max_redirects {
                     return Err(ApplyError::Redirects {
-                        key: printable(&p.group.key),
+                        key: printable(p.group.key()),
                         count: p.redirects,
                     });
                 }
@@ -533,7 +570,7 @@ struct Round {
 }
 
 /// What an error reply means for the group that got it.
-fn classify(message: &Bytes, command: &[u8], key: &Bytes) -> Verdict {
+fn classify(message: &Bytes, command: &[u8], key: &[u8]) -> Verdict {
     let text = String::from_utf8_lossy(message);
     let fatal = |reply: String| Verdict::Fatal {
         reply,
@@ -586,11 +623,7 @@ mod tests {
     use super::*;
 
     fn verdict(reply: &str) -> Verdict {
-        classify(
-            &Bytes::from(reply.to_string()),
-            b"SET",
-            &Bytes::from_static(b"k"),
-        )
+        classify(&Bytes::from(reply.to_string()), b"SET", b"k")
     }
 
     #[test]

@@ -98,9 +98,20 @@ pub fn encode_bulk(bytes: &[u8], out: &mut impl BufMut) {
 
 /// Appends the decimal text of `n` as a bulk string, as a command argument.
 pub fn encode_bulk_decimal(n: i64, out: &mut impl BufMut) {
-    put_header(out, b'$', signed_len(n));
-    put_signed(out, n);
-    out.put_slice(b"\r\n");
+    // `$<len>\r\n<digits>\r\n`, put together on the stack and written at once.
+    let mut number = [0u8; 21];
+    let mut start = digits(n.unsigned_abs(), &mut number);
+    if n < 0 {
+        start -= 1;
+        number[start] = b'-';
+    }
+    let number = &number[start..];
+    let mut line = [0u8; 2 * 21 + 5];
+    let mut len = header(b'$', number.len(), &mut line);
+    line[len..len + number.len()].copy_from_slice(number);
+    len += number.len();
+    line[len..len + 2].copy_from_slice(b"\r\n");
+    out.put_slice(&line[..len + 2]);
 }
 
 fn put_line(out: &mut impl BufMut, type_byte: u8, line: &[u8]) {
@@ -121,9 +132,52 @@ fn bulk_len(len: usize) -> usize {
 
 /// `*<n>\r\n` or `$<n>\r\n`.
 fn put_header(out: &mut impl BufMut, type_byte: u8, n: usize) {
-    out.put_u8(type_byte);
-    put_unsigned(out, n as u64);
-    out.put_slice(b"\r\n");
+    let mut line = [0u8; 24];
+    let len = header(type_byte, n, &mut line);
+    out.put_slice(&line[..len]);
+}
+
+/// Writes `*<n>\r\n` or `$<n>\r\n` at the start of `line`; returns its length.
+fn header(type_byte: u8, n: usize, line: &mut [u8]) -> usize {
+    let mut number = [0u8; 21];
+    let start = digits(n as u64, &mut number);
+    let number = &number[start..];
+    line[0] = type_byte;
+    line[1..1 + number.len()].copy_from_slice(number);
+    line[1 + number.len()..3 + number.len()].copy_from_slice(b"\r\n");
+    3 + number.len()
+}
+
+/// The two-digit decimal texts of 0 to 99, one after the other.
+const PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
+
+/// Writes the decimal digits of `n` at the end of `buf`; returns where they start.
+fn digits(mut n: u64, buf: &mut [u8; 21]) -> usize {
+    let mut start = buf.len();
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        start -= 2;
+        buf[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        start -= 2;
+        buf[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        start -= 1;
+        buf[start] = b'0' + n as u8;
+    }
+    start
 }
 
 fn header_len(n: usize) -> usize {
@@ -141,18 +195,10 @@ fn signed_len(n: i64) -> usize {
     usize::from(n < 0) + unsigned_len(n.unsigned_abs())
 }
 
-fn put_unsigned(out: &mut impl BufMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[start..]);
+fn put_unsigned(out: &mut impl BufMut, n: u64) {
+    let mut number = [0u8; 21];
+    let start = digits(n, &mut number);
+    out.put_slice(&number[start..]);
 }
 
 fn unsigned_len(mut n: u64) -> usize {
@@ -241,6 +287,14 @@ mod tests {
         #[test]
         fn encoded_len_matches_encode(frame in strategy::frame(4)) {
             prop_assert_eq!(frame.encoded_len(), encoded(&frame).len());
+        }
+
+        #[test]
+        fn bulk_decimals_print_as_rust_does(n in any::<i64>()) {
+            let text = n.to_string();
+            let mut out = Vec::new();
+            encode_bulk_decimal(n, &mut out);
+            prop_assert_eq!(out, format!("${}\r\n{text}\r\n", text.len()).into_bytes());
         }
 
         #[test]

@@ -237,8 +237,7 @@ impl SnapshotSink {
             encode_bulk_decimal(i64::from(freq), out);
         }
         let encoded = out.split().freeze();
-        let name = encoded.slice(key_at..key_at + key.key.len());
-        WriteGroup::encoded(name, encoded, 1, Part::Whole)
+        WriteGroup::encoded_with_key_at(encoded, key_at..key_at + key.key.len(), 1, Part::Whole)
     }
 }
 
@@ -649,7 +648,7 @@ mod tests {
     #[test]
     fn only_wanted_keys_become_groups() {
         let (all, stats) = groups(FILE, REWRITE, 0, Selection::default());
-        let keys: Vec<&[u8]> = all.iter().map(|g| g.key.as_ref()).collect();
+        let keys: Vec<&[u8]> = all.iter().map(WriteGroup::key).collect();
         assert_eq!(keys, [&b"k"[..]]);
         assert_eq!((stats.expired, stats.skipped_other_db), (1, 2));
 
@@ -661,7 +660,7 @@ mod tests {
             types: Vec::new(),
         };
         let (db2, stats) = groups(FILE, REWRITE, 2, selection);
-        let keys: Vec<&[u8]> = db2.iter().map(|g| g.key.as_ref()).collect();
+        let keys: Vec<&[u8]> = db2.iter().map(WriteGroup::key).collect();
         assert_eq!(keys, [&b"a:1"[..]]);
         assert_eq!(stats.filtered, 1);
         let commands = db2[0].commands();
@@ -687,7 +686,7 @@ mod tests {
                 .arg("REPLACE")
                 .arg("ABSTTL");
             assert_eq!(group.commands(), [restore]);
-            assert_eq!(group.key, key.as_bytes());
+            assert_eq!(group.key(), key.as_bytes());
         }
     }
 

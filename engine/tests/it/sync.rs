@@ -396,7 +396,7 @@ async fn big_values_go_in_parts_that_can_each_be_sent_again() {
         let split: HashSet<&[u8]> = groups
             .iter()
             .filter(|g| g.part != Part::Whole)
-            .map(|g| g.key.as_ref())
+            .map(|g| g.key())
             .collect();
         assert_eq!(
             split.len(),
