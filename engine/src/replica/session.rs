@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
@@ -488,16 +488,8 @@ impl Session {
                 next = spool.next() => {
                     return match next {
                         Ok(bytes) => {
-                            let buf = self.stream.buffer_mut();
-                            if buf.is_empty() {
-                                // Nothing left over: the spool's chunk becomes the buffer,
-                                // not copied (the spool gives up its only handle on it).
-                                *buf = bytes
-                                    .try_into_mut()
-                                    .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-                            } else {
-                                buf.extend_from_slice(&bytes);
-                            }
+                            // The spool gives up its only handle: mostly not copied.
+                            self.stream.feed_bytes(bytes);
                             Ok(())
                         }
                         Err(SpoolEnd::Closed) => Err(SessionError::Closed { addr: self.addr.clone(), what }),
