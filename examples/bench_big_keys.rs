@@ -36,7 +36,7 @@ fn main() -> Result<(), Error> {
     {
         return Err(format!("unknown big key kind {unknown:?}").into());
     }
-    let ferry = std::env::var("FERRY_BIN").unwrap_or_else(|_| "target/release/ferry".into());
+    let ferry = measure::ferry_bin();
     let baseline = std::env::var("FERRY_BASELINE_BIN").ok();
     let size = |kind: &str, n: usize| {
         if kinds.contains(&kind) {

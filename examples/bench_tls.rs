@@ -15,12 +15,8 @@ use ferry_fixtures::{ClientAuth, Dataset, Deployment, LocalCluster};
 type Error = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), Error> {
-    let keys: u64 = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(200_000);
-    let ferry = std::env::var("FERRY_BIN").unwrap_or_else(|_| "target/release/ferry".into());
+    let keys = measure::arg(1, 200_000)?;
+    let ferry = measure::ferry_bin();
     let source = LocalCluster::builder()
         .masters(3)
         .tls(ClientAuth::Optional)

@@ -16,15 +16,8 @@ use ferry_fixtures::{Dataset, Deployment, LocalCluster};
 type Error = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), Error> {
-    let fields: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(1_000_000);
-    let ferry = std::env::var("FERRY_BIN").unwrap_or_else(|_| {
-        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-        format!("{target}/release/ferry")
-    });
+    let fields = usize::try_from(measure::arg(1, 1_000_000)?)?;
+    let ferry = measure::ferry_bin();
     let source = LocalCluster::builder().masters(3).start()?;
     let target = LocalCluster::builder().masters(3).start()?;
     let dataset = Dataset::new(3)
