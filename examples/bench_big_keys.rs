@@ -13,8 +13,6 @@
 
 mod measure;
 
-use std::process::Command;
-
 use ferry_fixtures::data::BigKeys;
 use ferry_fixtures::{exact, Dataset, Deployment, LocalServer};
 
@@ -81,14 +79,7 @@ fn main() -> Result<(), Error> {
         let mut runs = Vec::new();
         for (name, bin) in [("baseline", baseline.as_deref()), ("ferry", Some(&*ferry))] {
             let Some(bin) = bin else { continue };
-            for master in target.masters()? {
-                let _: () = master.query(&redis::cmd("FLUSHALL"))?;
-            }
-            let mut sync = Command::new(bin);
-            sync.args(["sync", "--mode", "full", "--source"])
-                .arg(source.nodes()[0].addr().url())
-                .arg("--target")
-                .arg(target.nodes()[0].addr().url());
+            let mut sync = measure::full_sync(bin, &source, &target)?;
             if rewrite {
                 sync.arg("--rewrite");
             }

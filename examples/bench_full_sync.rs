@@ -33,15 +33,7 @@ fn main() -> Result<(), Error> {
 
     // ferry, measured as a child process, into an emptied target.
     let sync = |bin: &str| -> Result<(measure::Measured, u64), Error> {
-        for master in target.masters()? {
-            let _: () = master.query(&redis::cmd("FLUSHALL"))?;
-        }
-        let mut sync = Command::new(bin);
-        sync.args(["sync", "--mode", "full", "--source"])
-            .arg(source.nodes()[0].addr().url())
-            .arg("--target")
-            .arg(target.nodes()[0].addr().url());
-        let measured = measure::run(sync)?;
+        let measured = measure::run(measure::full_sync(bin, &source, &target)?)?;
         Ok((measured, total_keys(&target)?))
     };
     let mut runs_of = Vec::new();

@@ -73,3 +73,21 @@ pub fn arg(n: usize, default: u64) -> Result<u64, Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(default))
 }
+
+/// `bin sync --mode full` from `source` into `target`, every target master flushed first.
+#[allow(dead_code)]
+pub fn full_sync(
+    bin: &str,
+    source: &dyn ferry_fixtures::Deployment,
+    target: &dyn ferry_fixtures::Deployment,
+) -> Result<Command, Box<dyn std::error::Error>> {
+    for master in target.masters()? {
+        let _: () = master.query(&redis::cmd("FLUSHALL"))?;
+    }
+    let mut sync = Command::new(bin);
+    sync.args(["sync", "--mode", "full", "--source"])
+        .arg(source.nodes()[0].addr().url())
+        .arg("--target")
+        .arg(target.nodes()[0].addr().url());
+    Ok(sync)
+}
