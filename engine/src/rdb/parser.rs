@@ -276,8 +276,8 @@ impl Parser {
     fn fail<E: From<RdbError>>(&mut self, halt: Halt<E>) -> Result<Status, E> {
         self.state = State::Failed;
         match halt {
-            Halt::Rdb(error) => Err(error.into()),
-            Halt::Sink(error) => Err(error),
+            Halt::Rdb(error) => Err((*error).into()),
+            Halt::Sink(error) => Err(*error),
             Halt::NeedMore => Ok(Status::NeedMore),
         }
     }
@@ -338,7 +338,7 @@ impl Parser {
                         when,
                         data: self.input.since(data_start),
                     };
-                    sink.module_aux(&aux).map_err(Halt::Sink)?;
+                    sink.module_aux(&aux).map_err(Halt::sink)?;
                     self.input.retain_from(None);
                     self.state = State::Opcode;
                 } else if self.input.offset() - data_start > self.config.max_raw_value as u64 {
@@ -361,7 +361,7 @@ impl Parser {
         let mut r = self.input.reader();
         let bytes: [u8; Header::LEN] = r.array()?;
         let header = parse_header(&bytes)?;
-        sink.header(header).map_err(Halt::Sink)?;
+        sink.header(header).map_err(Halt::sink)?;
         self.input.advance(Header::LEN);
         self.header = Some(header);
         self.state = State::Opcode;
@@ -398,13 +398,13 @@ impl Parser {
                     offset: db_offset,
                     expected: "a database number below 2^32",
                 })?;
-                sink.select_db(db).map_err(Halt::Sink)?;
+                sink.select_db(db).map_err(Halt::sink)?;
                 self.db = db;
             }
             OPCODE_RESIZEDB => {
                 let keys = r.len()?;
                 let expires = r.len()?;
-                sink.resize_db(keys, expires).map_err(Halt::Sink)?;
+                sink.resize_db(keys, expires).map_err(Halt::sink)?;
             }
             OPCODE_SLOT_INFO => {
                 let info = SlotInfo {
@@ -412,7 +412,7 @@ impl Parser {
                     keys: r.len()?,
                     expires: r.len()?,
                 };
-                sink.slot_info(info).map_err(Halt::Sink)?;
+                sink.slot_info(info).map_err(Halt::sink)?;
             }
             OPCODE_SLOT_IMPORT if header.magic == Magic::Valkey => {
                 let job_name = r.string(max)?.load_bytes(scratch)?;
@@ -427,13 +427,13 @@ impl Parser {
                     job_name: job_name.get(scratch),
                     ranges: &ranges,
                 };
-                sink.slot_import(&import).map_err(Halt::Sink)?;
+                sink.slot_import(&import).map_err(Halt::sink)?;
             }
             OPCODE_AUX => {
                 let name = r.string(max)?.load_bytes(scratch)?;
                 let value = r.string(max)?.load_bytes(scratch)?;
                 sink.aux(name.get(scratch), value.get(scratch))
-                    .map_err(Halt::Sink)?;
+                    .map_err(Halt::sink)?;
             }
             OPCODE_MODULE_AUX => {
                 let module = ModuleId(r.len()?);
@@ -467,14 +467,14 @@ impl Parser {
                     description: description.as_ref().map(|d| d.get(scratch)),
                     code: code.get(scratch),
                 };
-                sink.function(&function).map_err(Halt::Sink)?;
+                sink.function(&function).map_err(Halt::sink)?;
             }
             OPCODE_FUNCTION2 => {
                 let code = r.string(max)?.load_bytes(scratch)?;
                 sink.function(&Function::Library {
                     code: code.get(scratch),
                 })
-                .map_err(Halt::Sink)?;
+                .map_err(Halt::sink)?;
             }
             byte => match RdbType::from_byte(byte, header.magic) {
                 Some(RdbType::ModulePreGa) => {
@@ -535,7 +535,7 @@ impl Parser {
         key.offset = offset;
         key.len = 0;
         key.emit = false;
-        let want = sink.key(&key.view()).map_err(Halt::Sink)?;
+        let want = sink.key(&key.view()).map_err(Halt::sink)?;
         key.emit = want.elements();
         key.decode = key.emit || !want.raw() || self.config.decode_raw_values;
         self.pending = Pending::default();
@@ -608,7 +608,7 @@ impl Parser {
             rdb_len,
             elements: key.emit,
         };
-        sink.value(&key.view(), &end).map_err(Halt::Sink)?;
+        sink.value(&key.view(), &end).map_err(Halt::sink)?;
         self.raw = false;
         self.input.retain_from(None);
         self.state = State::Opcode;
@@ -637,7 +637,7 @@ impl Parser {
         } else {
             Checksum::Absent
         };
-        sink.end(checksum).map_err(Halt::Sink)?;
+        sink.end(checksum).map_err(Halt::sink)?;
         if has_checksum {
             self.input.advance(8);
         }

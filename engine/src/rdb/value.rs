@@ -255,10 +255,19 @@ impl CurrentKey {
 
 /// Why reading stopped: input ran out, the bytes are invalid, or the sink said stop.
 #[derive(Debug)]
+/// The errors are boxed so that a step's result stays small on the path where nothing goes
+/// wrong.
 pub(super) enum Halt<E> {
     NeedMore,
-    Rdb(RdbError),
-    Sink(E),
+    Rdb(Box<RdbError>),
+    Sink(Box<E>),
+}
+
+impl<E> Halt<E> {
+    /// The sink's error.
+    pub fn sink(error: E) -> Self {
+        Halt::Sink(Box::new(error))
+    }
 }
 
 impl<E> From<Short> for Halt<E> {
@@ -272,7 +281,7 @@ impl<E> From<Short> for Halt<E> {
 
 impl<E> From<RdbError> for Halt<E> {
     fn from(error: RdbError) -> Self {
-        Halt::Rdb(error)
+        Halt::Rdb(Box::new(error))
     }
 }
 
@@ -282,7 +291,7 @@ fn emit<S: Sink + ?Sized>(
     element: Element<'_>,
 ) -> Result<(), Halt<S::Error>> {
     if key.emit {
-        sink.element(&key.view(), &element).map_err(Halt::Sink)?;
+        sink.element(&key.view(), &element).map_err(Halt::sink)?;
     }
     Ok(())
 }
@@ -474,7 +483,7 @@ impl<E> From<Halt<E>> for BlobError<E> {
 impl<E> BlobError<E> {
     fn map_malformed(self, offset: u64, encoding: &'static str) -> Halt<E> {
         match self {
-            BlobError::Malformed(m) => Halt::Rdb(m.in_string(offset, encoding)),
+            BlobError::Malformed(m) => Halt::Rdb(Box::new(m.in_string(offset, encoding))),
             BlobError::Halt(h) => h,
         }
     }
