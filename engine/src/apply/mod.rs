@@ -25,7 +25,7 @@ use crate::route::{NodeAddr, Slot};
 /// the whole group again leaves the key as one application does (given the parts before it).
 ///
 /// The commands are held encoded, as they go on the wire: a snapshot's `RESTORE`s are written
-/// there once, by the sink, and the applier only copies them into its pipelines.
+/// once, by the sink, and the applier hands these bytes to the socket as they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteGroup {
     key: KeyPlace,
