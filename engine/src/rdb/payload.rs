@@ -17,14 +17,9 @@ use super::format::{Magic, RdbType};
 pub const FOOTER_LEN: usize = 10;
 
 /// Appends the payload of a value of `rdb_type` whose bytes are `value`, for a server of RDB
-/// version `version` or newer, to `out`: type byte, value, version, and the CRC64 of those,
-/// computed over the bytes where they landed.
-pub fn append(out: &mut Vec<u8>, rdb_type: RdbType, value: &[u8], version: u16) {
-    append_to(out, rdb_type, value, version);
-}
-
-/// [`append`] for a buffer of `bytes`.
-pub fn append_to<B>(out: &mut B, rdb_type: RdbType, value: &[u8], version: u16)
+/// version `version` or newer, to `out` (a `Vec<u8>`, a `BytesMut`): type byte, value,
+/// version, and the CRC64 of those, computed over the bytes where they landed.
+pub fn append<B>(out: &mut B, rdb_type: RdbType, value: &[u8], version: u16)
 where
     B: bytes::BufMut + std::ops::Deref<Target = [u8]>,
 {

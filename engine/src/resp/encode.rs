@@ -79,12 +79,6 @@ pub fn command_len<A: AsRef<[u8]>>(argv: &[A]) -> usize {
             .sum::<usize>()
 }
 
-/// Appends `*<n>\r\n`, the header of a command of `n` arguments; the arguments follow as
-/// [`encode_bulk`]s. For writers that put a command together piece by piece.
-pub fn encode_array_header(n: usize, out: &mut impl BufMut) {
-    put_header(out, b'*', n);
-}
-
 /// Appends `$<len>\r\n`: what precedes a bulk string of `len` bytes (then the bytes and
 /// `\r\n`).
 pub fn encode_bulk_header(len: usize, out: &mut impl BufMut) {
@@ -100,11 +94,7 @@ pub fn encode_bulk(bytes: &[u8], out: &mut impl BufMut) {
 pub fn encode_bulk_decimal(n: i64, out: &mut impl BufMut) {
     // `$<len>\r\n<digits>\r\n`, put together on the stack and written at once.
     let mut number = [0u8; 21];
-    let mut start = digits(n.unsigned_abs(), &mut number);
-    if n < 0 {
-        start -= 1;
-        number[start] = b'-';
-    }
+    let start = signed_digits(n, &mut number);
     let number = &number[start..];
     let mut line = [0u8; 2 * 21 + 5];
     let mut len = header(b'$', number.len(), &mut line);
@@ -160,6 +150,17 @@ const PAIRS: [u8; 200] = {
     pairs
 };
 
+/// Writes the decimal text of `n`, its sign included, at the end of `buf` (room for
+/// `i64::MIN`); returns where it starts.
+fn signed_digits(n: i64, buf: &mut [u8; 21]) -> usize {
+    let mut start = digits(n.unsigned_abs(), buf);
+    if n < 0 {
+        start -= 1;
+        buf[start] = b'-';
+    }
+    start
+}
+
 /// Writes the decimal digits of `n` at the end of `buf`; returns where they start.
 fn digits(mut n: u64, buf: &mut [u8; 21]) -> usize {
     let mut start = buf.len();
@@ -185,20 +186,13 @@ fn header_len(n: usize) -> usize {
 }
 
 fn put_signed(out: &mut impl BufMut, n: i64) {
-    if n < 0 {
-        out.put_u8(b'-');
-    }
-    put_unsigned(out, n.unsigned_abs());
+    let mut number = [0u8; 21];
+    let start = signed_digits(n, &mut number);
+    out.put_slice(&number[start..]);
 }
 
 fn signed_len(n: i64) -> usize {
     usize::from(n < 0) + unsigned_len(n.unsigned_abs())
-}
-
-fn put_unsigned(out: &mut impl BufMut, n: u64) {
-    let mut number = [0u8; 21];
-    let start = digits(n, &mut number);
-    out.put_slice(&number[start..]);
 }
 
 fn unsigned_len(mut n: u64) -> usize {
@@ -274,7 +268,7 @@ mod tests {
             let mut whole = Vec::new();
             encode_command(&["PEXPIREAT", "k", &text], &mut whole);
             let mut pieces = Vec::new();
-            encode_array_header(3, &mut pieces);
+            pieces.extend_from_slice(b"*3\r\n");
             encode_bulk(b"PEXPIREAT", &mut pieces);
             encode_bulk_header(1, &mut pieces);
             pieces.extend_from_slice(b"k\r\n");

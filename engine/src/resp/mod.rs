@@ -32,8 +32,7 @@ pub use decode::{
     FrameDecoder, FrameState, Limits,
 };
 pub use encode::{
-    command_len, encode_array_header, encode_bulk, encode_bulk_decimal, encode_bulk_header,
-    encode_command,
+    command_len, encode_bulk, encode_bulk_decimal, encode_bulk_header, encode_command,
 };
 pub use frame::Frame;
 pub use replication::{

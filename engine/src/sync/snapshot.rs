@@ -226,7 +226,7 @@ impl SnapshotSink {
         out.extend_from_slice(b"\r\n");
         encode_bulk_decimal(key.expire_at_ms.unwrap_or(0), out);
         encode_bulk_header(payload_len, out);
-        payload::append_to(out, key.rdb_type, raw, version);
+        payload::append(out, key.rdb_type, raw, version);
         out.extend_from_slice(b"\r\n$7\r\nREPLACE\r\n$6\r\nABSTTL\r\n");
         if let Some(idle) = key.idle {
             encode_bulk(b"IDLETIME", out);
