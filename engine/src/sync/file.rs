@@ -60,12 +60,7 @@ pub async fn load_file(
     let target = Deployment::discover(target, options.timeout).await?;
     let mode = ValueMode::for_target(&target.server, options.rewrite);
     let mut applier = Applier::new(target, options.apply.clone());
-    // A file may have been damaged at rest: every value is decoded and checked before it
-    // is sent (a snapshot from a server is checked as a replica checks it).
-    let mut parser = Parser::new(crate::rdb::Config {
-        decode_raw_values: true,
-        ..options.parser_config()
-    });
+    let mut parser = Parser::new(options.parser_config(false));
     let mut sink = SnapshotSink::new(mode, options.db, options.selection.clone())
         .batch_limits(options.batch_keys, options.batch_bytes);
     let mut buf = vec![0u8; CHUNK];

@@ -82,12 +82,14 @@ pub struct SyncOptions {
 }
 
 impl SyncOptions {
-    /// How snapshots are parsed: values past `restore_max_bytes` come as elements.
-    pub(super) fn parser_config(&self) -> rdb::Config {
+    /// How snapshots are parsed: values past `restore_max_bytes` come as elements. A
+    /// server's snapshot (`from_server`) is not decoded where its values go out whole: a
+    /// RESTORE payload is checked by the target, as a replica checks a snapshot. A file may
+    /// have been damaged at rest: every value of it is decoded and checked before it is sent.
+    pub(super) fn parser_config(&self, from_server: bool) -> rdb::Config {
         rdb::Config {
             max_raw_value: self.restore_max_bytes,
-            // A RESTORE payload is checked by the target, as a replica checks a snapshot.
-            decode_raw_values: false,
+            decode_raw_values: !from_server,
             ..rdb::Config::default()
         }
     }
@@ -666,7 +668,7 @@ impl ShardSync {
             batches.send(batch).await.is_ok()
         };
 
-        let mut parser = Parser::new(self.options.parser_config());
+        let mut parser = Parser::new(self.options.parser_config(true));
         let mut sink =
             SnapshotSink::new(self.mode, self.options.db, self.options.selection.clone())
                 .batch_limits(self.options.batch_keys, self.options.batch_bytes);
