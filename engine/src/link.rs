@@ -9,10 +9,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::endpoint::Endpoint;
 use crate::resp::{encode_command, Command, DecodeError, Frame, FrameDecoder, Limits};
-use crate::socket::{ConnectError, NodeStream};
+use crate::socket::{ConnectError, NodeStream, ReadMark};
 
 /// Room made in the receive buffer before each read.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
+
+/// The fewest bytes a reply takes (`:0\r\n`; RESP2 has no shorter reply to a command).
+const MIN_REPLY_BYTES: usize = 4;
+
+/// How long a read waits for the replies due to reach the socket's mark before it takes
+/// what has come.
+const REPLY_PATIENCE: Duration = Duration::from_millis(10);
 
 /// Buffers written by one `writev` at most (Linux's `IOV_MAX`).
 const MAX_SLICES: usize = 1024;
@@ -73,6 +80,10 @@ pub struct Link {
     out: BytesMut,
     replies: FrameDecoder,
     queued: usize,
+    /// The socket's read mark, raised to the bytes of the replies due so that they are read
+    /// in one wakeup rather than in the pieces the node writes. Plain TCP only: TLS may hold
+    /// part of them, so its socket may never see that many bytes.
+    mark: Option<ReadMark>,
 }
 
 impl Link {
@@ -88,8 +99,13 @@ impl Link {
         let socket =
             crate::socket::connect(host, port, endpoint.tls.as_ref(), connect_timeout).await?;
         let credentials = endpoint.credentials.as_ref();
+        let mark = match &socket {
+            NodeStream::Plain(_) => ReadMark::of(&socket).ok(),
+            NodeStream::Tls(_) => None,
+        };
         let mut link = Link {
             addr,
+            mark,
             socket,
             out: BytesMut::with_capacity(64 << 10),
             replies: FrameDecoder::new(Limits::default()),
@@ -152,7 +168,7 @@ impl Link {
         self.flush().await?;
         let mut replies = Vec::with_capacity(expected);
         while replies.len() < expected {
-            replies.push(self.read_reply().await?);
+            replies.push(self.read_reply(expected - replies.len()).await?);
         }
         Ok(replies)
     }
@@ -207,7 +223,7 @@ impl Link {
             if self.replies.skip_ok() {
                 continue;
             }
-            let reply = self.read_reply().await?;
+            let reply = self.read_reply(expected - index).await?;
             if !matches!(&reply, Frame::SimpleString(s) if s.as_ref() == b"OK") {
                 unusual.push((index, reply));
             }
@@ -222,7 +238,8 @@ impl Link {
         Ok(replies.pop().expect("one reply per command"))
     }
 
-    async fn read_reply(&mut self) -> Result<Frame, LinkError> {
+    /// Reads the next reply; `due` replies (this one included) are still to come.
+    async fn read_reply(&mut self, due: usize) -> Result<Frame, LinkError> {
         loop {
             let next = self
                 .replies
@@ -235,12 +252,18 @@ impl Link {
                 return Ok(frame);
             }
             // read_buf reads into spare capacity only: make room for a good read.
-            self.replies.buffer_mut().reserve(READ_CHUNK);
-            let read = self
-                .socket
-                .read_buf(self.replies.buffer_mut())
-                .await
-                .map_err(|e| LinkError::io(&self.addr, e))?;
+            // What the decoder holds belongs to the replies due.
+            let want = (due * MIN_REPLY_BYTES).saturating_sub(self.replies.buffered());
+            let buffer = self.replies.buffer_mut();
+            buffer.reserve(READ_CHUNK);
+            let read = match &mut self.mark {
+                Some(mark) => {
+                    mark.read_buf(&mut self.socket, buffer, want, REPLY_PATIENCE)
+                        .await
+                }
+                None => self.socket.read_buf(buffer).await,
+            }
+            .map_err(|e| LinkError::io(&self.addr, e))?;
             if read == 0 {
                 return Err(LinkError::Closed {
                     addr: self.addr.clone(),

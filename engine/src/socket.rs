@@ -8,7 +8,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
@@ -89,6 +90,74 @@ impl NodeStream {
     }
 }
 
+/// A socket's receive low-water mark (`SO_RCVLOWAT`): how many bytes must wait before the
+/// kernel reports it readable. Raising it while data streams in turns many small wakeups
+/// and reads into a few big ones; a read still takes whatever is there.
+pub(crate) struct ReadMark {
+    /// The socket itself, duplicated, so that a mark can go with either half of a split
+    /// stream.
+    fd: std::os::fd::OwnedFd,
+    current: usize,
+}
+
+impl ReadMark {
+    /// The mark of `stream`'s socket (which starts at 1, the kernel's default).
+    pub(crate) fn of(stream: &NodeStream) -> io::Result<ReadMark> {
+        use std::os::fd::AsFd;
+        Ok(ReadMark {
+            fd: stream.tcp().as_fd().try_clone_to_owned()?,
+            current: 1,
+        })
+    }
+
+    /// Sets the mark; a failure leaves it as it was (the mark only saves wakeups).
+    fn set(&mut self, bytes: usize) {
+        use std::os::fd::AsRawFd;
+        let bytes = bytes.clamp(1, MAX_READ_MARK);
+        if bytes == self.current {
+            return;
+        }
+        let value = bytes as libc::c_int;
+        // SAFETY: an open socket and a pointer to a c_int of the length given.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            self.current = bytes;
+        }
+    }
+
+    /// Reads into `buf` once `want` bytes wait in the socket, or, when they have not come
+    /// within `patience`, as soon as any byte does. Cancel-safe, as `read_buf` is.
+    pub(crate) async fn read_buf<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        buf: &mut BytesMut,
+        want: usize,
+        patience: Duration,
+    ) -> io::Result<usize> {
+        if want > 1 {
+            self.set(want);
+            if let Ok(read) = timeout(patience, reader.read_buf(buf)).await {
+                return read;
+            }
+        }
+        self.set(1);
+        reader.read_buf(buf).await
+    }
+}
+
+/// The highest mark set. A mark the receive buffer cannot hold twice over makes Linux grow
+/// the buffer and (on older kernels) clamp the TCP window to the mark: 32 KiB stays below
+/// that with any default buffer size, so the mark never slows the link.
+const MAX_READ_MARK: usize = 32 << 10;
+
 impl AsyncRead for NodeStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -144,5 +213,73 @@ impl AsyncWrite for NodeStream {
             NodeStream::Plain(socket) => Pin::new(socket).poll_shutdown(cx),
             NodeStream::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A plain stream to a local peer, and the peer's end.
+    async fn pair() -> (NodeStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        (NodeStream::Plain(stream), peer)
+    }
+
+    /// Bytes that come in two pieces, 100 ms apart, are read in one go once the mark asks
+    /// for all of them: the first piece alone does not wake the reader.
+    #[tokio::test]
+    async fn a_read_waits_for_the_bytes_the_mark_asks() {
+        let (mut stream, mut peer) = pair().await;
+        let mut mark = ReadMark::of(&stream).unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            peer.write_all(&[1; 10]).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            peer.write_all(&[2; 90]).unwrap();
+            peer
+        });
+        let mut buf = BytesMut::with_capacity(4096);
+        let read = mark
+            .read_buf(&mut stream, &mut buf, 100, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(read, 100, "one read of both pieces");
+        drop(writer.join().unwrap());
+    }
+
+    /// When the bytes asked for do not come, the read takes what came once its patience
+    /// is over, and the mark is back at 1 for the next read.
+    #[tokio::test]
+    async fn a_read_takes_what_came_after_its_patience() {
+        let (mut stream, mut peer) = pair().await;
+        let mut mark = ReadMark::of(&stream).unwrap();
+        peer.write_all(&[1; 10]).unwrap();
+        let started = Instant::now();
+        let mut buf = BytesMut::with_capacity(4096);
+        let read = mark
+            .read_buf(&mut stream, &mut buf, 1000, Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert_eq!(read, 10);
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert_eq!(mark.current, 1);
+        // The peer closing wakes a reader whatever the mark.
+        mark.set(1000);
+        drop(peer);
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            mark.read_buf(&mut stream, &mut buf, 1000, Duration::from_secs(60)),
+        )
+        .await
+        .expect("the close wakes the reader")
+        .unwrap();
+        assert_eq!(read, 0);
     }
 }

@@ -22,7 +22,7 @@ use crate::resp::replication::{
     ReplError, ReplEvent, ReplState, ReplicationStream, SnapshotFraming,
 };
 use crate::resp::{encode_command, Command, DecodeError, Frame, FrameDecoder, Limits};
-use crate::socket::{ConnectError, NodeStream};
+use crate::socket::{ConnectError, NodeStream, ReadMark};
 use crate::tls::TlsConfig;
 
 /// A user name (for ACL users; Redis 6+) and password to `AUTH` with.
@@ -209,14 +209,18 @@ impl Session {
         };
         session.handshake().await?;
         // From here on the master streams: a task reads everything it sends into the spool.
-        let (read, write) = tokio::io::split(session.socket.take().expect("connected"));
+        let socket = session.socket.take().expect("connected");
+        let mark = ReadMark::of(&socket).ok();
+        let (read, write) = tokio::io::split(socket);
         let spool = Spool::new(
             session.config.spool.clone(),
             session.config.spool_gauge.clone(),
         );
-        session.reader = Some(tokio::spawn(
-            spool.clone().fill_from(read, session.config.read_timeout),
-        ));
+        session.reader = Some(tokio::spawn(spool.clone().fill_from(
+            read,
+            mark,
+            session.config.read_timeout,
+        )));
         session.spool = Some(spool);
         session.out = Some(write);
         Ok(session)

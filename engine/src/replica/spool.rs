@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::io::ReadHalf;
 
-use crate::socket::NodeStream;
+use crate::socket::{NodeStream, ReadMark};
 use tokio::sync::Notify;
 
 /// How much a spool holds before it writes to disk, and where.
@@ -92,6 +92,14 @@ pub(crate) struct Spool {
 
 static SPILL_FILES: AtomicU64 = AtomicU64::new(0);
 
+/// A read at least this big means the master is streaming: the next one waits for more.
+const STREAMING_READ: usize = 8 << 10;
+/// The bytes a read waits for while the master streams (masters write 16 KiB at a time).
+const STREAMING_MARK: usize = 32 << 10;
+/// How long a read waits for [`STREAMING_MARK`] bytes before it takes what has come: the
+/// most a pause in the stream delays its last bytes.
+const STREAMING_PATIENCE: Duration = Duration::from_millis(2);
+
 impl Spool {
     pub(crate) fn new(config: SpoolConfig, gauge: Arc<SpoolGauge>) -> Arc<Self> {
         Arc::new(Spool {
@@ -102,19 +110,34 @@ impl Spool {
         })
     }
 
-    /// Reads `socket` until it closes, fails or stays silent for `timeout`.
+    /// Reads `socket` until it closes, fails or stays silent for `timeout`. While the master
+    /// streams fast (a snapshot, a busy stream), `mark` makes each read wait for
+    /// [`STREAMING_MARK`] bytes, for at most [`STREAMING_PATIENCE`].
     pub(crate) async fn fill_from(
         self: Arc<Self>,
         mut socket: ReadHalf<NodeStream>,
+        mut mark: Option<ReadMark>,
         timeout: Duration,
     ) {
+        let mut streaming = false;
         let end = loop {
             let mut chunk = BytesMut::with_capacity(crate::link::READ_CHUNK);
-            match tokio::time::timeout(timeout, socket.read_buf(&mut chunk)).await {
+            let want = if streaming { STREAMING_MARK } else { 1 };
+            let read = async {
+                match &mut mark {
+                    Some(mark) => {
+                        mark.read_buf(&mut socket, &mut chunk, want, STREAMING_PATIENCE)
+                            .await
+                    }
+                    None => socket.read_buf(&mut chunk).await,
+                }
+            };
+            match tokio::time::timeout(timeout, read).await {
                 Err(_) => break SpoolEnd::Timeout(timeout),
                 Ok(Err(e)) => break SpoolEnd::Io(e),
                 Ok(Ok(0)) => break SpoolEnd::Closed,
-                Ok(Ok(_)) => {
+                Ok(Ok(read)) => {
+                    streaming = read >= STREAMING_READ;
                     if let Err(e) = self.push(chunk.freeze()) {
                         break SpoolEnd::Io(e);
                     }
