@@ -42,22 +42,24 @@ fn main() -> Result<(), Error> {
         if let Some(bin) = &baseline_bin {
             let (m, copied) = sync(bin)?;
             println!(
-                "run {}: baseline build: {copied} keys in {:.2} s wall, {:.2} CPU s, peak RSS {:.0} MB",
+                "run {}: baseline build: {copied} keys in {:.2} s wall, {:.2} CPU s, peak RSS {:.0} MB, {:.0} context switches",
                 n + 1,
                 m.wall,
                 m.cpu,
-                m.peak_rss_mb
+                m.peak_rss_mb,
+                m.switches
             );
             baseline.push(m);
         }
         let (m, copied) = sync(&ferry)?;
         if runs > 1 {
             println!(
-                "run {}: {copied} keys in {:.2} s wall, {:.2} CPU s, peak RSS {:.0} MB",
+                "run {}: {copied} keys in {:.2} s wall, {:.2} CPU s, peak RSS {:.0} MB, {:.0} context switches",
                 n + 1,
                 m.wall,
                 m.cpu,
-                m.peak_rss_mb
+                m.peak_rss_mb,
+                m.switches
             );
         }
         runs_of.push((m, copied));
@@ -70,6 +72,7 @@ fn main() -> Result<(), Error> {
             .iter()
             .map(|(m, _)| m.peak_rss_mb)
             .fold(0.0, f64::max),
+        switches: measure::median(runs_of.iter().map(|(m, _)| m.switches).collect()),
     };
 
     // The write limit: DUMP every key, RESTORE them through redis-cli --pipe.
@@ -107,15 +110,16 @@ fn main() -> Result<(), Error> {
         String::new()
     };
     println!(
-        "ferry full sync{of_runs}: {copied} keys in {:.2} s wall, {:.2} CPU s ({:.2} per million keys), peak RSS {:.0} MB",
-        ferry_run.wall, ferry_run.cpu, per_million(ferry_run.cpu), ferry_run.peak_rss_mb
+        "ferry full sync{of_runs}: {copied} keys in {:.2} s wall, {:.2} CPU s ({:.2} per million keys), peak RSS {:.0} MB, {:.0} context switches",
+        ferry_run.wall, ferry_run.cpu, per_million(ferry_run.cpu), ferry_run.peak_rss_mb, ferry_run.switches
     );
     if !baseline.is_empty() {
         let wall = measure::median(baseline.iter().map(|m| m.wall).collect());
         let cpu = measure::median(baseline.iter().map(|m| m.cpu).collect());
         let rss = baseline.iter().map(|m| m.peak_rss_mb).fold(0.0, f64::max);
+        let switches = measure::median(baseline.iter().map(|m| m.switches).collect());
         println!(
-            "baseline build{of_runs}: {wall:.2} s wall, {cpu:.2} CPU s ({:.2} per million keys), peak RSS {rss:.0} MB; CPU ratio {:.2}",
+            "baseline build{of_runs}: {wall:.2} s wall, {cpu:.2} CPU s ({:.2} per million keys), peak RSS {rss:.0} MB, {switches:.0} context switches; CPU ratio {:.2}",
             per_million(cpu),
             ferry_run.cpu / cpu
         );

@@ -18,8 +18,8 @@ pub(crate) const READ_CHUNK: usize = 64 * 1024;
 const MIN_REPLY_BYTES: usize = 4;
 
 /// How long a read waits for the replies due to reach the socket's mark before it takes
-/// what has come.
-const REPLY_PATIENCE: Duration = Duration::from_millis(10);
+/// what has come: a safety net, since the replies due never take fewer bytes than the mark.
+const REPLY_PATIENCE: Duration = Duration::from_millis(100);
 
 /// Buffers written by one `writev` at most (Linux's `IOV_MAX`).
 const MAX_SLICES: usize = 1024;
@@ -257,10 +257,10 @@ impl Link {
             let buffer = self.replies.buffer_mut();
             buffer.reserve(READ_CHUNK);
             let read = match &mut self.mark {
-                Some(mark) => {
-                    mark.read_buf(&mut self.socket, buffer, want, REPLY_PATIENCE)
-                        .await
-                }
+                Some(mark) => mark
+                    .read_buf(&mut self.socket, buffer, want, REPLY_PATIENCE)
+                    .await
+                    .map(|(read, _)| read),
                 None => self.socket.read_buf(buffer).await,
             }
             .map_err(|e| LinkError::io(&self.addr, e))?;

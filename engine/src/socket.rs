@@ -133,23 +133,25 @@ impl ReadMark {
         }
     }
 
-    /// Reads into `buf` once `want` bytes wait in the socket, or, when they have not come
-    /// within `patience`, as soon as any byte does. Cancel-safe, as `read_buf` is.
+    /// Reads into `buf` once `want` bytes wait in the socket (rounded down to a power of
+    /// two, so that a mark falling with the bytes still due changes seldom), or, when they
+    /// have not come within `patience`, as soon as any byte does. Returns the bytes read and
+    /// whether the wait was met within the patience. Cancel-safe, as `read_buf` is.
     pub(crate) async fn read_buf<R: AsyncRead + Unpin>(
         &mut self,
         reader: &mut R,
         buf: &mut BytesMut,
         want: usize,
         patience: Duration,
-    ) -> io::Result<usize> {
+    ) -> io::Result<(usize, bool)> {
         if want > 1 {
-            self.set(want);
+            self.set(1 << want.ilog2());
             if let Ok(read) = timeout(patience, reader.read_buf(buf)).await {
-                return read;
+                return Ok((read?, true));
             }
         }
         self.set(1);
-        reader.read_buf(buf).await
+        Ok((reader.read_buf(buf).await?, want <= 1))
     }
 }
 
@@ -250,7 +252,7 @@ mod tests {
             .read_buf(&mut stream, &mut buf, 100, Duration::from_secs(10))
             .await
             .unwrap();
-        assert_eq!(read, 100, "one read of both pieces");
+        assert_eq!(read, (100, true), "one read of both pieces");
         drop(writer.join().unwrap());
     }
 
@@ -267,7 +269,7 @@ mod tests {
             .read_buf(&mut stream, &mut buf, 1000, Duration::from_millis(200))
             .await
             .unwrap();
-        assert_eq!(read, 10);
+        assert_eq!(read, (10, false));
         assert!(started.elapsed() >= Duration::from_millis(150));
         assert_eq!(mark.current, 1);
         // The peer closing wakes a reader whatever the mark.
@@ -280,6 +282,6 @@ mod tests {
         .await
         .expect("the close wakes the reader")
         .unwrap();
-        assert_eq!(read, 0);
+        assert_eq!(read.0, 0);
     }
 }

@@ -1,5 +1,5 @@
 //! Running `ferry` as a child process and measuring it: wall time, CPU seconds (user and
-//! system) and peak RSS, from `wait4`.
+//! system), peak RSS and context switches, from `wait4`.
 
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -9,6 +9,9 @@ pub struct Measured {
     pub wall: f64,
     pub cpu: f64,
     pub peak_rss_mb: f64,
+    /// Context switches, voluntary (waiting for I/O) and not: how often it woke.
+    #[allow(dead_code)] // not every benchmark prints it
+    pub switches: f64,
 }
 
 /// Runs `command` to completion with its output discarded; an error when it fails.
@@ -44,6 +47,7 @@ pub fn run_expecting(
         wall,
         cpu: seconds(usage.ru_utime) + seconds(usage.ru_stime),
         peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+        switches: (usage.ru_nvcsw + usage.ru_nivcsw) as f64,
     })
 }
 

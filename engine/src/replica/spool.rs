@@ -94,11 +94,32 @@ static SPILL_FILES: AtomicU64 = AtomicU64::new(0);
 
 /// A read at least this big means the master is streaming: the next one waits for more.
 const STREAMING_READ: usize = 8 << 10;
-/// The bytes a read waits for while the master streams (masters write 16 KiB at a time).
+/// The most bytes a read waits for (masters write 16 KiB at a time).
 const STREAMING_MARK: usize = 32 << 10;
-/// How long a read waits for [`STREAMING_MARK`] bytes before it takes what has come: the
-/// most a pause in the stream delays its last bytes.
+/// How long a read waits for its mark before it takes what has come: the most a pause in
+/// the stream delays its last bytes.
 const STREAMING_PATIENCE: Duration = Duration::from_millis(2);
+
+/// The bytes the next read waits for, after a read of `read` bytes that waited for `want`
+/// (`in_time`: they came within the patience). A small read means the master is not
+/// streaming: no wait. Otherwise the mark follows the rate the bytes come at, so that it
+/// is met within the patience: halved when it was not, doubled when a read brought twice
+/// the mark, from [`STREAMING_READ`] to [`STREAMING_MARK`].
+fn next_mark(want: usize, read: usize, in_time: bool) -> usize {
+    if read < STREAMING_READ {
+        return 1;
+    }
+    let next = if want <= 1 {
+        STREAMING_READ
+    } else if !in_time {
+        want / 2
+    } else if read >= 2 * want {
+        want * 2
+    } else {
+        want
+    };
+    next.clamp(STREAMING_READ, STREAMING_MARK)
+}
 
 impl Spool {
     pub(crate) fn new(config: SpoolConfig, gauge: Arc<SpoolGauge>) -> Arc<Self> {
@@ -111,23 +132,25 @@ impl Spool {
     }
 
     /// Reads `socket` until it closes, fails or stays silent for `timeout`. While the master
-    /// streams fast (a snapshot, a busy stream), `mark` makes each read wait for
-    /// [`STREAMING_MARK`] bytes, for at most [`STREAMING_PATIENCE`].
+    /// streams (a snapshot, a busy stream), `mark` makes each read wait for more bytes
+    /// ([`next_mark`]), for at most [`STREAMING_PATIENCE`].
     pub(crate) async fn fill_from(
         self: Arc<Self>,
         mut socket: ReadHalf<NodeStream>,
         mut mark: Option<ReadMark>,
         timeout: Duration,
     ) {
-        let mut streaming = false;
+        let mut want = 1;
         let end = loop {
             let mut chunk = BytesMut::with_capacity(crate::link::READ_CHUNK);
-            let want = if streaming { STREAMING_MARK } else { 1 };
             let read = async {
                 match &mut mark {
                     Some(mark) => {
-                        mark.read_buf(&mut socket, &mut chunk, want, STREAMING_PATIENCE)
-                            .await
+                        let (read, in_time) = mark
+                            .read_buf(&mut socket, &mut chunk, want, STREAMING_PATIENCE)
+                            .await?;
+                        want = next_mark(want, read, in_time);
+                        Ok(read)
                     }
                     None => socket.read_buf(&mut chunk).await,
                 }
@@ -136,8 +159,7 @@ impl Spool {
                 Err(_) => break SpoolEnd::Timeout(timeout),
                 Ok(Err(e)) => break SpoolEnd::Io(e),
                 Ok(Ok(0)) => break SpoolEnd::Closed,
-                Ok(Ok(read)) => {
-                    streaming = read >= STREAMING_READ;
+                Ok(Ok(_)) => {
                     if let Err(e) = self.push(chunk.freeze()) {
                         break SpoolEnd::Io(e);
                     }
@@ -244,6 +266,26 @@ fn open_spill(dir: &Path) -> io::Result<Spill> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The mark rises with a fast stream, falls when it is not met in time, and drops to
+    /// nothing when the stream trickles.
+    #[test]
+    fn the_mark_follows_the_stream() {
+        // Not streaming: a small read keeps it off, a big one turns it on.
+        assert_eq!(next_mark(1, 100, true), 1);
+        assert_eq!(next_mark(1, 16 << 10, true), STREAMING_READ);
+        // Reads bringing twice the mark double it, up to the most.
+        assert_eq!(next_mark(8 << 10, 16 << 10, true), 16 << 10);
+        assert_eq!(next_mark(16 << 10, 64 << 10, true), 32 << 10);
+        assert_eq!(next_mark(32 << 10, 64 << 10, true), STREAMING_MARK);
+        // Met, but not twice over: it stays.
+        assert_eq!(next_mark(16 << 10, 20 << 10, true), 16 << 10);
+        // Not met within the patience: halved, not below the streaming size.
+        assert_eq!(next_mark(32 << 10, 20 << 10, false), 16 << 10);
+        assert_eq!(next_mark(8 << 10, 9 << 10, false), STREAMING_READ);
+        // A trickle: off.
+        assert_eq!(next_mark(32 << 10, 3 << 10, false), 1);
+    }
 
     #[tokio::test]
     async fn bytes_beyond_the_cap_go_to_disk_and_come_back_in_order() {
