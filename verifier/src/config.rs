@@ -101,7 +101,9 @@ pub struct Windows {
     pub elements: usize,
     /// Bytes per `GETRANGE` window.
     pub string_bytes: usize,
-    /// Collections up to this many elements are read whole, in one pipeline with other keys.
+    /// Collections up to this many elements are read whole, in one pipeline with other keys
+    /// (by default one window's worth: reading such a value in windows would take as many
+    /// elements per reply, in more round trips of their own).
     pub small_elements: u64,
     /// Strings up to this many bytes are read whole, in one pipeline with other keys.
     pub small_string_bytes: u64,
@@ -120,7 +122,7 @@ impl Default for Windows {
             scan_count: 1_000,
             elements: 1_000,
             string_bytes: 1 << 20,
-            small_elements: 512,
+            small_elements: 1_000,
             small_string_bytes: 512 << 10,
             pipeline_bytes: 8 << 20,
             slot_keys: 50_000,
