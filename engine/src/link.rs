@@ -100,7 +100,7 @@ impl Link {
             crate::socket::connect(host, port, endpoint.tls.as_ref(), connect_timeout).await?;
         let credentials = endpoint.credentials.as_ref();
         let mark = match &socket {
-            NodeStream::Plain(_) => ReadMark::of(&socket).ok(),
+            NodeStream::Plain(_) => Some(ReadMark::of(&socket)),
             NodeStream::Tls(_) => None,
         };
         let mut link = Link {

@@ -93,35 +93,37 @@ impl NodeStream {
 /// A socket's receive low-water mark (`SO_RCVLOWAT`): how many bytes must wait before the
 /// kernel reports it readable. Raising it while data streams in turns many small wakeups
 /// and reads into a few big ones; a read still takes whatever is there.
+///
+/// A mark goes with the stream (or the read half of it) it was taken from, kept by the same
+/// owner and used only with it: it names the socket by its descriptor, without holding it
+/// open (a duplicate would double the descriptors a sync keeps).
 pub(crate) struct ReadMark {
-    /// The socket itself, duplicated, so that a mark can go with either half of a split
-    /// stream.
-    fd: std::os::fd::OwnedFd,
+    fd: std::os::fd::RawFd,
     current: usize,
 }
 
 impl ReadMark {
     /// The mark of `stream`'s socket (which starts at 1, the kernel's default).
-    pub(crate) fn of(stream: &NodeStream) -> io::Result<ReadMark> {
-        use std::os::fd::AsFd;
-        Ok(ReadMark {
-            fd: stream.tcp().as_fd().try_clone_to_owned()?,
+    pub(crate) fn of(stream: &NodeStream) -> ReadMark {
+        use std::os::fd::AsRawFd;
+        ReadMark {
+            fd: stream.tcp().as_raw_fd(),
             current: 1,
-        })
+        }
     }
 
     /// Sets the mark; a failure leaves it as it was (the mark only saves wakeups).
     fn set(&mut self, bytes: usize) {
-        use std::os::fd::AsRawFd;
         let bytes = bytes.clamp(1, MAX_READ_MARK);
         if bytes == self.current {
             return;
         }
         let value = bytes as libc::c_int;
-        // SAFETY: an open socket and a pointer to a c_int of the length given.
+        // SAFETY: the socket is open while its owner uses the mark (see the type), and the
+        // pointer is to a c_int of the length given.
         let rc = unsafe {
             libc::setsockopt(
-                self.fd.as_raw_fd(),
+                self.fd,
                 libc::SOL_SOCKET,
                 libc::SO_RCVLOWAT,
                 (&value as *const libc::c_int).cast(),
@@ -239,7 +241,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_waits_for_the_bytes_the_mark_asks() {
         let (mut stream, mut peer) = pair().await;
-        let mut mark = ReadMark::of(&stream).unwrap();
+        let mut mark = ReadMark::of(&stream);
         let writer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             peer.write_all(&[1; 10]).unwrap();
@@ -261,7 +263,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_takes_what_came_after_its_patience() {
         let (mut stream, mut peer) = pair().await;
-        let mut mark = ReadMark::of(&stream).unwrap();
+        let mut mark = ReadMark::of(&stream);
         peer.write_all(&[1; 10]).unwrap();
         let started = Instant::now();
         let mut buf = BytesMut::with_capacity(4096);

@@ -210,7 +210,7 @@ impl Session {
         session.handshake().await?;
         // From here on the master streams: a task reads everything it sends into the spool.
         let socket = session.socket.take().expect("connected");
-        let mark = ReadMark::of(&socket).ok();
+        let mark = ReadMark::of(&socket);
         let (read, write) = tokio::io::split(socket);
         let spool = Spool::new(
             session.config.spool.clone(),

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
 use tokio::io::ReadHalf;
 
 use crate::socket::{NodeStream, ReadMark};
@@ -137,23 +136,18 @@ impl Spool {
     pub(crate) async fn fill_from(
         self: Arc<Self>,
         mut socket: ReadHalf<NodeStream>,
-        mut mark: Option<ReadMark>,
+        mut mark: ReadMark,
         timeout: Duration,
     ) {
         let mut want = 1;
         let end = loop {
             let mut chunk = BytesMut::with_capacity(crate::link::READ_CHUNK);
             let read = async {
-                match &mut mark {
-                    Some(mark) => {
-                        let (read, in_time) = mark
-                            .read_buf(&mut socket, &mut chunk, want, STREAMING_PATIENCE)
-                            .await?;
-                        want = next_mark(want, read, in_time);
-                        Ok(read)
-                    }
-                    None => socket.read_buf(&mut chunk).await,
-                }
+                let (read, in_time) = mark
+                    .read_buf(&mut socket, &mut chunk, want, STREAMING_PATIENCE)
+                    .await?;
+                want = next_mark(want, read, in_time);
+                Ok::<_, io::Error>(read)
             };
             match tokio::time::timeout(timeout, read).await {
                 Err(_) => break SpoolEnd::Timeout(timeout),
