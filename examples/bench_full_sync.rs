@@ -65,15 +65,7 @@ fn main() -> Result<(), Error> {
         runs_of.push((m, copied));
     }
     let copied = runs_of[0].1;
-    let ferry_run = measure::Measured {
-        wall: measure::median(runs_of.iter().map(|(m, _)| m.wall).collect()),
-        cpu: measure::median(runs_of.iter().map(|(m, _)| m.cpu).collect()),
-        peak_rss_mb: runs_of
-            .iter()
-            .map(|(m, _)| m.peak_rss_mb)
-            .fold(0.0, f64::max),
-        switches: measure::median(runs_of.iter().map(|(m, _)| m.switches).collect()),
-    };
+    let ferry_run = measure::typical(runs_of.iter().map(|(m, _)| m));
 
     // The write limit: DUMP every key, RESTORE them through redis-cli --pipe.
     let pipes = restore_commands(&source, &target)?;
@@ -114,14 +106,15 @@ fn main() -> Result<(), Error> {
         ferry_run.wall, ferry_run.cpu, per_million(ferry_run.cpu), ferry_run.peak_rss_mb, ferry_run.switches
     );
     if !baseline.is_empty() {
-        let wall = measure::median(baseline.iter().map(|m| m.wall).collect());
-        let cpu = measure::median(baseline.iter().map(|m| m.cpu).collect());
-        let rss = baseline.iter().map(|m| m.peak_rss_mb).fold(0.0, f64::max);
-        let switches = measure::median(baseline.iter().map(|m| m.switches).collect());
+        let b = measure::typical(&baseline);
         println!(
-            "baseline build{of_runs}: {wall:.2} s wall, {cpu:.2} CPU s ({:.2} per million keys), peak RSS {rss:.0} MB, {switches:.0} context switches; CPU ratio {:.2}",
-            per_million(cpu),
-            ferry_run.cpu / cpu
+            "baseline build{of_runs}: {:.2} s wall, {:.2} CPU s ({:.2} per million keys), peak RSS {:.0} MB, {:.0} context switches; CPU ratio {:.2}",
+            b.wall,
+            b.cpu,
+            per_million(b.cpu),
+            b.peak_rss_mb,
+            b.switches,
+            ferry_run.cpu / b.cpu
         );
     }
     println!(

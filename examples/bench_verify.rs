@@ -105,9 +105,12 @@ fn main() -> Result<(), Error> {
         }
     }
     let median = measure::median;
-    let wall = median(verified.iter().map(|m| m.wall).collect());
-    let cpu = median(verified.iter().map(|m| m.cpu).collect());
-    let rss = verified.iter().map(|m| m.peak_rss_mb).fold(0.0, f64::max);
+    let measure::Measured {
+        wall,
+        cpu,
+        peak_rss_mb: rss,
+        ..
+    } = measure::typical(&verified);
     let servers = median(servers);
     let listing = median(listings);
     let of = if runs > 1 {
@@ -123,8 +126,11 @@ fn main() -> Result<(), Error> {
     println!("baseline redis-cli --scan of both clusters: {listed} names in {listing:.2} s{of}");
     println!("ratio verify / listing: {:.2}", wall / listing);
     if let Some(bin) = &baseline_bin {
-        let b_wall = median(baseline.iter().map(|(m, _)| m.wall).collect());
-        let b_cpu = median(baseline.iter().map(|(m, _)| m.cpu).collect());
+        let measure::Measured {
+            wall: b_wall,
+            cpu: b_cpu,
+            ..
+        } = measure::typical(baseline.iter().map(|(m, _)| m));
         let b_servers = median(baseline.iter().map(|(_, s)| *s).collect());
         println!(
             "baseline build {bin} on the same clusters: {b_wall:.2} s ({:.0} keys/s), {b_cpu:.2} CPU s, servers {b_servers:.2} CPU s{of}; ratio this / baseline {:.2}",

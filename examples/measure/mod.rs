@@ -58,6 +58,20 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// Several runs as one: the medians of wall time, CPU seconds and context switches, and the
+/// largest peak RSS; `runs` must not be empty.
+#[allow(dead_code)]
+pub fn typical<'a>(runs: impl IntoIterator<Item = &'a Measured>) -> Measured {
+    let runs: Vec<&Measured> = runs.into_iter().collect();
+    let median_of = |field: fn(&Measured) -> f64| median(runs.iter().map(|m| field(m)).collect());
+    Measured {
+        wall: median_of(|m| m.wall),
+        cpu: median_of(|m| m.cpu),
+        peak_rss_mb: runs.iter().map(|m| m.peak_rss_mb).fold(0.0, f64::max),
+        switches: median_of(|m| m.switches),
+    }
+}
+
 /// The ferry binary to measure: `FERRY_BIN`, else the one `cargo build --release` made
 /// (under `$CARGO_TARGET_DIR` when it is set).
 #[allow(dead_code)]
