@@ -6,7 +6,9 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,12 +45,77 @@ pub(crate) enum SpoolEnd {
     Io(io::Error),
 }
 
-/// Bytes spilled to a file: written at the end, read from `read` on.
+/// Bytes spilled to a file, `read..written` of the spilled stream still to take. The file
+/// is cut into segments of `segment` bytes: one that has been read whole is written again
+/// rather than the file growing, so a long lag costs only as much disk as it is long, and
+/// the pages the kernel cached for the file are reused instead of being allocated and freed
+/// for every byte spilled. The file is shared so that the consumer reads it without holding
+/// the spool's lock.
 struct Spill {
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     read: u64,
     written: u64,
+    segment: u64,
+    /// File offsets of the segments holding `read..written`, in stream order; the first
+    /// holds stream offset `first * segment`.
+    segments: VecDeque<u64>,
+    first: u64,
+    /// Segments read whole, to write again.
+    free: Vec<u64>,
+    file_len: u64,
+}
+
+impl Spill {
+    /// Where stream offset `at` is in the file, and how many bytes from there stay in its
+    /// segment. The segment must exist.
+    fn locate(&self, at: u64) -> (u64, u64) {
+        let index = (at / self.segment - self.first) as usize;
+        let within = at % self.segment;
+        (self.segments[index] + within, self.segment - within)
+    }
+
+    /// Appends `bytes` to the spilled stream.
+    fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            if self.written / self.segment - self.first == self.segments.len() as u64 {
+                let at = self.free.pop().unwrap_or_else(|| {
+                    self.file_len += self.segment;
+                    self.file_len - self.segment
+                });
+                self.segments.push_back(at);
+            }
+            let (at, room) = self.locate(self.written);
+            let n = bytes.len().min(room as usize);
+            self.file.write_all_at(&bytes[..n], at)?;
+            self.written += n as u64;
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+
+    /// The file offset and length of the next bytes to read (within one segment).
+    fn next_read(&self) -> Option<(u64, usize)> {
+        if self.read == self.written {
+            return None;
+        }
+        let (at, room) = self.locate(self.read);
+        Some((
+            at,
+            (self.written - self.read).min(room).min(SPILL_READ) as usize,
+        ))
+    }
+
+    /// Counts `len` bytes as read; a segment read whole becomes free.
+    fn consumed(&mut self, len: usize) {
+        self.read += len as u64;
+        while self.read / self.segment > self.first {
+            if let Some(done) = self.segments.pop_front() {
+                self.free.push(done);
+            }
+            self.first += 1;
+        }
+    }
 }
 
 impl Drop for Spill {
@@ -87,7 +154,12 @@ pub(crate) struct Spool {
     ready: Notify,
     config: SpoolConfig,
     gauge: Arc<SpoolGauge>,
+    /// Segment size of the spill file.
+    segment: u64,
 }
+
+/// The spill file's segment: what a segment read whole gives back for writing.
+const SPILL_SEGMENT: u64 = 4 << 20;
 
 static SPILL_FILES: AtomicU64 = AtomicU64::new(0);
 
@@ -127,6 +199,7 @@ impl Spool {
             ready: Notify::new(),
             config,
             gauge,
+            segment: SPILL_SEGMENT,
         })
     }
 
@@ -175,13 +248,11 @@ impl Spool {
         } else {
             if state.spill.is_none() {
                 let dir = self.config.dir.clone().unwrap_or_else(std::env::temp_dir);
-                state.spill = Some(open_spill(&dir)?);
+                state.spill = Some(open_spill(&dir, self.segment)?);
                 tracing::warn!(cap = self.config.memory_cap, "the replication stream arrives faster than the target applies it; spilling to disk");
             }
             let spill = state.spill.as_mut().expect("just opened");
-            spill.file.seek(SeekFrom::Start(spill.written))?;
-            spill.file.write_all(&chunk)?;
-            spill.written += chunk.len() as u64;
+            spill.write(&chunk)?;
             let waiting = spill.written - spill.read;
             self.gauge.disk.store(waiting, Ordering::Relaxed);
         }
@@ -202,44 +273,85 @@ impl Spool {
     }
 
     fn take(&self) -> Result<Option<Bytes>, SpoolEnd> {
-        let mut state = self.state.lock().expect("spool lock");
-        if let Some(chunk) = state.memory.pop_front() {
-            state.memory_bytes -= chunk.len();
-            self.gauge
-                .memory
-                .store(state.memory_bytes as u64, Ordering::Relaxed);
-            return Ok(Some(chunk));
-        }
-        if let Some(spill) = state.spill.as_mut() {
-            if spill.read < spill.written {
-                let len = (spill.written - spill.read).min(1 << 20) as usize;
-                let mut buf = vec![0; len];
-                let read = spill
-                    .file
-                    .seek(SeekFrom::Start(spill.read))
-                    .and_then(|_| spill.file.read_exact(&mut buf));
-                if let Err(e) = read {
-                    return Err(SpoolEnd::Io(e));
-                }
-                spill.read += len as u64;
+        let (file, from, len) = {
+            let mut state = self.state.lock().expect("spool lock");
+            if let Some(chunk) = state.memory.pop_front() {
+                state.memory_bytes -= chunk.len();
                 self.gauge
-                    .disk
-                    .store(spill.written - spill.read, Ordering::Relaxed);
-                if spill.read == spill.written {
-                    // Drained: back to memory, the file goes.
-                    state.spill = None;
-                }
-                return Ok(Some(Bytes::from(buf)));
+                    .memory
+                    .store(state.memory_bytes as u64, Ordering::Relaxed);
+                return Ok(Some(chunk));
             }
+            let spilled = state.spill.as_ref().and_then(|spill| {
+                let (at, len) = spill.next_read()?;
+                Some((spill.file.clone(), at, len))
+            });
+            match spilled {
+                Some(next) => next,
+                None => {
+                    return match state.end.take() {
+                        Some(end) => Err(end),
+                        None => Ok(None),
+                    }
+                }
+            }
+        };
+        // The bytes are read without the lock, so the socket's reader never waits for the
+        // disk: they are written already, and only this consumer moves `read` or drops the
+        // file.
+        let bytes = read_at(&file, from, len).map_err(SpoolEnd::Io)?;
+        let mut state = self.state.lock().expect("spool lock");
+        let spill = state
+            .spill
+            .as_mut()
+            .expect("only the consumer drops the spill");
+        spill.consumed(len);
+        self.gauge
+            .disk
+            .store(spill.written - spill.read, Ordering::Relaxed);
+        if spill.read == spill.written {
+            // Drained: back to memory, the file goes.
+            state.spill = None;
         }
-        match state.end.take() {
-            Some(end) => Err(end),
-            None => Ok(None),
-        }
+        Ok(Some(bytes))
     }
 }
 
-fn open_spill(dir: &Path) -> io::Result<Spill> {
+/// The most a spilled read takes back at once.
+const SPILL_READ: u64 = 1 << 20;
+
+/// `len` bytes of `file` from `offset`, read into fresh memory that is not zeroed first.
+fn read_at(file: &File, mut offset: u64, len: usize) -> io::Result<Bytes> {
+    let mut buf = Vec::<u8>::with_capacity(len);
+    while buf.len() < len {
+        let missing = len - buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..missing];
+        let at = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "spill offset"))?;
+        // SAFETY: pread writes at most `spare.len()` bytes into `spare`, which belongs to
+        // `buf`'s allocation and is not read before the kernel has written it.
+        let n =
+            unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), at) };
+        match n {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n < 0 => {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+            n => {
+                let n = n as usize;
+                // SAFETY: the kernel initialized the first `n` bytes of the spare capacity.
+                unsafe { buf.set_len(buf.len() + n) };
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+fn open_spill(dir: &Path, segment: u64) -> io::Result<Spill> {
     std::fs::create_dir_all(dir)?;
     let n = SPILL_FILES.fetch_add(1, Ordering::Relaxed);
     let path = dir.join(format!("ferry-spool-{}-{n}.bin", std::process::id()));
@@ -251,9 +363,14 @@ fn open_spill(dir: &Path) -> io::Result<Spill> {
         .open(&path)?;
     Ok(Spill {
         path,
-        file,
+        file: Arc::new(file),
         read: 0,
         written: 0,
+        segment,
+        segments: VecDeque::new(),
+        first: 0,
+        free: Vec::new(),
+        file_len: 0,
     })
 }
 
@@ -285,13 +402,7 @@ mod tests {
     async fn bytes_beyond_the_cap_go_to_disk_and_come_back_in_order() {
         let dir = std::env::temp_dir().join(format!("ferry-spool-test-{}", std::process::id()));
         let gauge = Arc::new(SpoolGauge::default());
-        let spool = Spool::new(
-            SpoolConfig {
-                memory_cap: 10,
-                dir: Some(dir.clone()),
-            },
-            gauge.clone(),
-        );
+        let spool = small_spool(&dir, 10, 6, &gauge);
         let chunks: Vec<Bytes> = (0..20u8).map(|i| Bytes::from(vec![i; 4])).collect();
         for chunk in &chunks[..10] {
             spool.push(chunk.clone()).unwrap();
@@ -322,6 +433,66 @@ mod tests {
             0,
             "the spill file is removed once drained"
         );
+        let _ = std::fs::remove_dir(&dir);
+    }
+
+    /// A spool with a memory cap of `cap` bytes and spill segments of `segment` bytes.
+    fn small_spool(dir: &Path, cap: usize, segment: u64, gauge: &Arc<SpoolGauge>) -> Arc<Spool> {
+        let mut spool = Spool::new(
+            SpoolConfig {
+                memory_cap: cap,
+                dir: Some(dir.to_path_buf()),
+            },
+            gauge.clone(),
+        );
+        Arc::get_mut(&mut spool).expect("not shared yet").segment = segment;
+        spool
+    }
+
+    /// A consumer that keeps up with a lag of a few chunks: the spill file is written over
+    /// where it was read, and stays the size of the lag, not of all it carried.
+    #[tokio::test]
+    async fn the_spill_file_is_reused_behind_the_reader() {
+        let dir = std::env::temp_dir().join(format!("ferry-spool-reuse-{}", std::process::id()));
+        let gauge = Arc::new(SpoolGauge::default());
+        let spool = small_spool(&dir, 0, 16, &gauge);
+        let mut sent = Vec::new();
+        let mut got = Vec::new();
+        let mut largest_file = 0;
+        for i in 0..500u32 {
+            let chunk: Vec<u8> = (0..7).map(|j| (i * 7 + j) as u8).collect();
+            sent.extend_from_slice(&chunk);
+            spool.push(Bytes::from(chunk)).unwrap();
+            // The consumer keeps about 100 bytes behind.
+            while gauge.disk() > 100 {
+                got.extend_from_slice(&spool.next().await.unwrap());
+            }
+            let path = spool
+                .state
+                .lock()
+                .unwrap()
+                .spill
+                .as_ref()
+                .map(|s| s.path.clone());
+            if let Some(path) = path {
+                largest_file = largest_file.max(std::fs::metadata(path).unwrap().len());
+            }
+        }
+        spool.state.lock().unwrap().end = Some(SpoolEnd::Closed);
+        loop {
+            match spool.next().await {
+                Ok(bytes) => got.extend_from_slice(&bytes),
+                Err(SpoolEnd::Closed) => break,
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, sent, "every byte, in order");
+        assert!(
+            largest_file <= 100 + 3 * 16,
+            "the file grew to {largest_file} bytes for {} spilled",
+            sent.len()
+        );
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
         let _ = std::fs::remove_dir(&dir);
     }
 }
