@@ -2,9 +2,11 @@
 //! every `DUMP` payload (Redis's `crc64.c`).
 //!
 //! "Jones" polynomial 0xad93d23594c935a9, reflected input and output, initial value 0, no final
-//! xor. Short inputs (DUMP payloads of small values) go through slicing-by-8 tables built at
-//! compile time, as Redis's `crcspeed` does; long ones (the whole snapshot passes through here)
-//! through `crc-fast`'s carry-less-multiply folding (`CRC-64/REDIS`), several times faster.
+//! xor. Inputs under 32 bytes go through slicing-by-8 tables built at compile time, as Redis's
+//! `crcspeed` does; inputs up to 512 bytes (most `DUMP` payloads) are folded 16 bytes at a time
+//! with carry-less multiplication where the processor has it (about 3 to 4 times the tables'
+//! speed); longer ones (the whole snapshot passes through here) through `crc-fast`, which folds
+//! several blocks at once.
 
 /// The polynomial as `crc64.c` names it, in normal (MSB-first) form.
 pub const POLY: u64 = 0xad93_d235_94c9_35a9;
@@ -44,17 +46,87 @@ const fn tables() -> [[u64; 256]; 8] {
     tables
 }
 
-/// Inputs at least this long go to the folding implementation.
-const FOLD_FROM: usize = 256;
+/// Inputs at least this long go to `crc-fast`, which folds several blocks in parallel.
+const FOLD_FROM: usize = 512;
+/// Inputs at least this long (and shorter than [`FOLD_FROM`]) are folded 16 bytes at a time
+/// with carry-less multiplication where the processor has it: most `DUMP` payloads.
+const CLMUL_FROM: usize = 32;
 
 /// `crc64(crc, s, l)`: continues the checksum `crc` over `bytes`. Start with 0.
 pub fn crc64(crc: u64, bytes: &[u8]) -> u64 {
-    if bytes.len() < FOLD_FROM {
-        return crc64_sliced(crc, bytes);
+    if bytes.len() >= FOLD_FROM {
+        let mut digest =
+            crc_fast::Digest::new_with_init_state(crc_fast::CrcAlgorithm::Crc64Redis, crc);
+        digest.update(bytes);
+        return digest.finalize();
     }
-    let mut digest = crc_fast::Digest::new_with_init_state(crc_fast::CrcAlgorithm::Crc64Redis, crc);
-    digest.update(bytes);
-    digest.finalize()
+    #[cfg(target_arch = "x86_64")]
+    if bytes.len() >= CLMUL_FROM && std::arch::is_x86_feature_detected!("pclmulqdq") {
+        // SAFETY: the processor has PCLMULQDQ (checked just above); SSE2 is part of x86_64.
+        return unsafe { clmul::crc64_folded(crc, bytes) };
+    }
+    crc64_sliced(crc, bytes)
+}
+
+/// Folding 16 bytes at a time. The checksum of a message is linear in its bits (initial value
+/// 0, no final xor), so a leading 16-byte block `A` followed by more bytes can be replaced by
+/// a block congruent to `A * x^128` modulo the polynomial, xored into the next block: with
+/// `A`'s first eight bytes (the higher-degree half, reflected) times `x^191 mod P` and the
+/// other eight times `x^127 mod P` (one degree less than the plain powers, as the reflected
+/// product comes out shifted by one bit). What is left, one block and a tail of under 16
+/// bytes, goes through the tables.
+#[cfg(target_arch = "x86_64")]
+mod clmul {
+    use std::arch::x86_64::{
+        __m128i, _mm_clmulepi64_si128, _mm_loadu_si128, _mm_set_epi64x, _mm_storeu_si128,
+        _mm_xor_si128,
+    };
+
+    /// `x^e mod P`, reflected to the bit order of the checksum.
+    const fn power(e: u32) -> u64 {
+        let mut r: u64 = 1;
+        let mut i = 0;
+        while i < e {
+            let carry = r >> 63;
+            r <<= 1;
+            if carry == 1 {
+                r ^= super::POLY;
+            }
+            i += 1;
+        }
+        r.reverse_bits()
+    }
+
+    /// For the first eight bytes of a block.
+    const K_HIGH: u64 = power(191);
+    /// For the last eight.
+    const K_LOW: u64 = power(127);
+
+    /// # Safety
+    /// The processor must have PCLMULQDQ.
+    #[target_feature(enable = "pclmulqdq")]
+    pub(super) unsafe fn crc64_folded(crc: u64, bytes: &[u8]) -> u64 {
+        let mut blocks = bytes.chunks_exact(16);
+        let load = |block: &[u8]| -> __m128i {
+            // SAFETY: `block` holds 16 bytes; the load is unaligned.
+            unsafe { _mm_loadu_si128(block.as_ptr().cast()) }
+        };
+        let Some(first) = blocks.next() else {
+            return super::crc64_sliced(crc, bytes);
+        };
+        let keys = _mm_set_epi64x(K_LOW as i64, K_HIGH as i64);
+        let mut x = _mm_xor_si128(load(first), _mm_set_epi64x(0, crc as i64));
+        for block in &mut blocks {
+            let high = _mm_clmulepi64_si128::<0x00>(x, keys);
+            let low = _mm_clmulepi64_si128::<0x11>(x, keys);
+            x = _mm_xor_si128(_mm_xor_si128(high, low), load(block));
+        }
+        let mut last = [0u8; 16];
+        // SAFETY: `last` holds 16 bytes; the store is unaligned.
+        unsafe { _mm_storeu_si128(last.as_mut_ptr().cast(), x) };
+        let crc = super::crc64_sliced(0, &last);
+        super::crc64_sliced(crc, blocks.remainder())
+    }
 }
 
 /// Slicing by 8, for short inputs.
@@ -129,6 +201,19 @@ mod tests {
             data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..5000),
         ) {
             proptest::prop_assert_eq!(crc64(seed, &data), crc64_sliced(seed, &data));
+        }
+
+        #[test]
+        #[cfg(target_arch = "x86_64")]
+        fn block_folding_and_slicing_agree(
+            seed in proptest::prelude::any::<u64>(),
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1100),
+        ) {
+            if std::arch::is_x86_feature_detected!("pclmulqdq") {
+                // SAFETY: checked just above.
+                let folded = unsafe { clmul::crc64_folded(seed, &data) };
+                proptest::prop_assert_eq!(folded, crc64_sliced(seed, &data));
+            }
         }
     }
 }
