@@ -8,6 +8,7 @@ use ferry_engine::route::{Slot, SlotRange, SLOT_COUNT};
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::pipe::Pipeline;
 use crate::reply;
 use crate::side::{Links, Side};
 
@@ -153,7 +154,7 @@ fn per_slot(side: &Side, range: Option<SlotRange>) -> Result<Vec<u64>> {
             .collect();
         let link = links.to(&shard.read, 0)?;
         for chunk in slots.chunks(4_096) {
-            let mut pipe = redis::pipe();
+            let mut pipe = Pipeline::new();
             for slot in chunk {
                 pipe.cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(*slot);
             }

@@ -30,6 +30,7 @@ mod diagnosis;
 mod diff;
 mod error;
 mod key;
+mod pipe;
 mod progress;
 mod reply;
 pub mod report;

@@ -21,6 +21,7 @@ use crate::diagnosis::{self, Evidence};
 use crate::diff::DiffKind;
 use crate::error::{Result, VerifyError};
 use crate::key::{Key, KeyType};
+use crate::pipe::Pipeline;
 use crate::progress::Progress;
 use crate::reply;
 use crate::report::{
@@ -440,8 +441,8 @@ fn asked(n: u64) -> u64 {
     n + n / 8 + 16
 }
 
-fn keys_in_slots_command(slots: &[(u16, u64)]) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
+fn keys_in_slots_command(slots: &[(u16, u64)]) -> Pipeline {
+    let mut pipe = Pipeline::new();
     for &(slot, n) in slots {
         pipe.cmd("CLUSTER")
             .arg("GETKEYSINSLOT")
@@ -503,8 +504,8 @@ fn shard_slots(
 }
 
 /// One `SCAN` step, as a pipeline to send.
-fn scan_command(cursor: u64, config: &Config) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
+fn scan_command(cursor: u64, config: &Config) -> Pipeline {
+    let mut pipe = Pipeline::new();
     pipe.cmd("SCAN")
         .arg(cursor)
         .arg("COUNT")

@@ -13,6 +13,7 @@ use serde::{Serialize, Serializer};
 
 use crate::config::ReadFrom;
 use crate::error::{Result, VerifyError};
+use crate::pipe::Pipeline;
 use crate::throttle::Throttle;
 
 /// How long connecting to a node may take.
@@ -393,7 +394,7 @@ impl Side {
         let readonly = self.cluster && shard.read != shard.master;
         let mut link = self.connect(&shard.read, 0, readonly)?;
         let key = probe_key(&shard.slots);
-        let mut pipe = redis::pipe();
+        let mut pipe = Pipeline::new();
         pipe.cmd("OBJECT").arg("ENCODING").arg(&key);
         pipe.cmd("DUMP").arg(&key);
         let replies = link.pipeline(&pipe)?;
@@ -657,7 +658,7 @@ impl<'a> Links<'a> {
         db: u32,
         slots: &[Slot],
         wanted: impl IntoIterator<Item = usize>,
-        mut build: impl FnMut(&mut redis::Pipeline, &[usize]),
+        mut build: impl FnMut(&mut Pipeline, &[usize]),
     ) -> Result<Flight> {
         let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); self.side.shards.len()];
         for i in wanted {
@@ -669,7 +670,7 @@ impl<'a> Links<'a> {
                 continue;
             }
             let addr = self.side.shards[shard].read.clone();
-            let mut pipe = redis::pipe();
+            let mut pipe = Pipeline::new();
             build(&mut pipe, &keys);
             let due = self.to(&addr, db)?.send(&pipe)?;
             nodes.push((addr, keys, due));
@@ -744,21 +745,21 @@ impl Link {
 
     /// Runs a pipeline; an error reply to one command is returned in its place
     /// (`Value::ServerError`), not as an error of the whole pipeline.
-    pub(crate) fn pipeline(&mut self, pipe: &redis::Pipeline) -> Result<Vec<Value>> {
+    pub(crate) fn pipeline(&mut self, pipe: &Pipeline) -> Result<Vec<Value>> {
         let sent = self.send(pipe)?;
         self.receive(sent)
     }
 
     /// Writes a pipeline without waiting for its replies, so that other nodes can work on
     /// theirs meanwhile; [`Link::receive`] reads them. Returns how many replies are due.
-    pub(crate) fn send(&mut self, pipe: &redis::Pipeline) -> Result<usize> {
+    pub(crate) fn send(&mut self, pipe: &Pipeline) -> Result<usize> {
         let ops = pipe.len();
         if ops == 0 {
             return Ok(0);
         }
         self.throttle.spend(ops as u64, 0);
         self.conn
-            .send_packed_command(&pipe.get_packed_pipeline())
+            .send_packed_command(pipe.packed())
             .map_err(|e| self.error(e))?;
         Ok(ops)
     }

@@ -12,6 +12,7 @@ use super::whole::{
 use super::{Coll, CollDiff, Pair};
 use crate::diff::{Cause, Detail};
 use crate::error::Result;
+use crate::pipe::Pipeline;
 use crate::reply;
 use crate::side::Link;
 
@@ -224,7 +225,7 @@ fn lookup(
             } else {
                 "ZSCORE"
             };
-            let mut pipe = redis::pipe();
+            let mut pipe = Pipeline::new();
             for member in members {
                 pipe.cmd(cmd).arg(key).arg(*member);
             }

@@ -32,6 +32,7 @@ use crate::diff::{
 };
 use crate::error::{Result, VerifyError};
 use crate::key::{Excerpt, Key, KeyType};
+use crate::pipe::Pipeline;
 use crate::reply;
 use crate::side::{unix_ms, Landed, Link, Links, NodeAddr, Side};
 use whole::{First, Shares, Whole};
@@ -261,7 +262,7 @@ impl<'a> Comparator<'a> {
         slots: &[Slot],
         src: impl IntoIterator<Item = usize>,
         tgt: impl IntoIterator<Item = usize>,
-        build: impl Fn(bool, &mut redis::Pipeline, &[usize]),
+        build: impl Fn(bool, &mut Pipeline, &[usize]),
     ) -> Result<(Vec<Landed>, Vec<Landed>)> {
         let src = self
             .source
@@ -929,7 +930,7 @@ struct ProbePlan {
 }
 
 impl ProbePlan {
-    fn commands(&self, pipe: &mut redis::Pipeline, keys: &[Vec<u8>], group: &[usize]) {
+    fn commands(&self, pipe: &mut Pipeline, keys: &[Vec<u8>], group: &[usize]) {
         if !self.exact {
             pipe.cmd("TIME");
         }

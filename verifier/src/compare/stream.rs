@@ -16,6 +16,7 @@ use super::{Bad, Fingerprint, Pair};
 use crate::diff::{Change, Detail, EntryChange, Listing};
 use crate::error::Result;
 use crate::key::{text, Excerpt};
+use crate::pipe::Pipeline;
 use crate::reply;
 use crate::side::Link;
 
@@ -65,7 +66,7 @@ pub(super) struct GroupHead {
 }
 
 /// Adds the commands of a stream's [`Head`], with a first window of `window` entries.
-pub(super) fn head_commands(pipe: &mut redis::Pipeline, key: &[u8], window: usize) {
+pub(super) fn head_commands(pipe: &mut Pipeline, key: &[u8], window: usize) {
     pipe.cmd("XINFO").arg("STREAM").arg(key);
     pipe.cmd("XRANGE")
         .arg(key)
@@ -132,7 +133,7 @@ pub(super) fn common_groups(src: &Head, tgt: &Head) -> Vec<String> {
 }
 
 /// Adds the commands of a [`GroupHead`], with a first window of `window` pending entries.
-pub(super) fn group_commands(pipe: &mut redis::Pipeline, key: &[u8], group: &str, window: usize) {
+pub(super) fn group_commands(pipe: &mut Pipeline, key: &[u8], group: &str, window: usize) {
     pipe.cmd("XINFO").arg("CONSUMERS").arg(key).arg(group);
     pipe.cmd("XPENDING")
         .arg(key)

@@ -7,6 +7,7 @@ use redis::Value;
 use super::{Bad, Coll, CollDiff, Fingerprint, Read};
 use crate::diff::{Cause, Detail};
 use crate::key::{Excerpt, KeyType};
+use crate::pipe::Pipeline;
 use crate::reply;
 
 /// A whole value as read.
@@ -93,7 +94,7 @@ pub(super) fn len_command(ty: KeyType) -> &'static str {
 
 /// Adds the commands of `first` for `key`, of type `ty`.
 pub(super) fn first_commands(
-    pipe: &mut redis::Pipeline,
+    pipe: &mut Pipeline,
     key: &[u8],
     ty: KeyType,
     first: First,
@@ -203,7 +204,7 @@ fn next(replies: &mut impl Iterator<Item = Value>) -> Value {
 }
 
 /// Adds the command reading a whole value of type `ty`.
-pub(super) fn command(pipe: &mut redis::Pipeline, key: &[u8], ty: KeyType) {
+pub(super) fn command(pipe: &mut Pipeline, key: &[u8], ty: KeyType) {
     match ty {
         KeyType::String => pipe.cmd("GET").arg(key),
         KeyType::List => pipe.cmd("LRANGE").arg(key).arg(0).arg(-1),
