@@ -56,11 +56,14 @@ impl Pipeline {
             .open
             .as_mut()
             .expect("an argument belongs to a command");
-        let before = digits(*argc);
-        *argc += 1;
-        let after = digits(*argc);
         let at = *start + 1;
-        if after > before {
+        *argc += 1;
+        if *argc < 10 {
+            self.buf[at] = b'0' + *argc as u8;
+            return;
+        }
+        let after = digits(*argc);
+        if after > digits(*argc - 1) {
             self.buf.insert(at, b'0');
         }
         let mut n = *argc;
@@ -97,6 +100,7 @@ fn push_decimal(buf: &mut Vec<u8>, mut n: usize) {
 impl RedisWrite for Pipeline {
     fn write_arg(&mut self, arg: &[u8]) {
         self.count_arg();
+        self.buf.reserve(arg.len() + 24);
         self.buf.push(b'$');
         push_decimal(&mut self.buf, arg.len());
         self.buf.extend_from_slice(b"\r\n");
