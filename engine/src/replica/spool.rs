@@ -417,14 +417,7 @@ mod tests {
         for chunk in &chunks[10..] {
             spool.push(chunk.clone()).unwrap();
         }
-        spool.state.lock().unwrap().end = Some(SpoolEnd::Closed);
-        loop {
-            match spool.next().await {
-                Ok(bytes) => got.extend_from_slice(&bytes),
-                Err(SpoolEnd::Closed) => break,
-                Err(other) => panic!("{other:?}"),
-            }
-        }
+        drain(&spool, &mut got).await;
         let want: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
         assert_eq!(got, want);
         assert_eq!((gauge.memory(), gauge.disk()), (0, 0));
@@ -434,6 +427,18 @@ mod tests {
             "the spill file is removed once drained"
         );
         let _ = std::fs::remove_dir(&dir);
+    }
+
+    /// Ends the spool's input and takes everything left in it.
+    async fn drain(spool: &Spool, got: &mut Vec<u8>) {
+        spool.state.lock().unwrap().end = Some(SpoolEnd::Closed);
+        loop {
+            match spool.next().await {
+                Ok(bytes) => got.extend_from_slice(&bytes),
+                Err(SpoolEnd::Closed) => break,
+                Err(other) => panic!("{other:?}"),
+            }
+        }
     }
 
     /// A spool with a memory cap of `cap` bytes and spill segments of `segment` bytes.
@@ -478,14 +483,7 @@ mod tests {
                 largest_file = largest_file.max(std::fs::metadata(path).unwrap().len());
             }
         }
-        spool.state.lock().unwrap().end = Some(SpoolEnd::Closed);
-        loop {
-            match spool.next().await {
-                Ok(bytes) => got.extend_from_slice(&bytes),
-                Err(SpoolEnd::Closed) => break,
-                Err(other) => panic!("{other:?}"),
-            }
-        }
+        drain(&spool, &mut got).await;
         assert_eq!(got, sent, "every byte, in order");
         assert!(
             largest_file <= 100 + 3 * 16,
