@@ -373,9 +373,11 @@ impl Applier {
 
     /// Sends every pending group once; says what to send again.
     async fn round(&mut self, pending: Vec<Pending>) -> Result<Round, ApplyError> {
-        // Group by destination, keeping the original order within each.
-        let mut by_node: Vec<(NodeAddr, Vec<Pending>)> = Vec::new();
-        for p in pending {
+        // Group by destination, keeping the original order within each: each group's node
+        // first, then every node's list made at its final size.
+        let mut nodes_of = Vec::with_capacity(pending.len());
+        let mut addrs: Vec<NodeAddr> = Vec::new();
+        for p in &pending {
             let index = {
                 let addr = match &p.route {
                     Route::Ask(addr) => addr,
@@ -392,14 +394,26 @@ impl Applier {
                         }
                     }
                 };
-                match by_node.iter().position(|(a, _)| a == addr) {
+                match addrs.iter().position(|a| a == addr) {
                     Some(index) => index,
                     None => {
-                        by_node.push((addr.clone(), Vec::new()));
-                        by_node.len() - 1
+                        addrs.push(addr.clone());
+                        addrs.len() - 1
                     }
                 }
             };
+            nodes_of.push(index);
+        }
+        let mut sizes = vec![0usize; addrs.len()];
+        for &index in &nodes_of {
+            sizes[index] += 1;
+        }
+        let mut by_node: Vec<(NodeAddr, Vec<Pending>)> = addrs
+            .into_iter()
+            .zip(sizes)
+            .map(|(addr, size)| (addr, Vec::with_capacity(size)))
+            .collect();
+        for (p, index) in pending.into_iter().zip(nodes_of) {
             by_node[index].1.push(p);
         }
 

@@ -185,10 +185,12 @@ impl SnapshotSink {
         self
     }
 
-    /// The groups completed since the last call.
+    /// The groups completed since the last call. The next batch starts with room for as
+    /// many groups as this one, so it does not grow (and copy itself) a dozen times.
     pub fn take_groups(&mut self) -> Vec<WriteGroup> {
         self.bytes = 0;
-        std::mem::take(&mut self.groups)
+        let room = Vec::with_capacity(self.groups.len());
+        std::mem::replace(&mut self.groups, room)
     }
 
     pub fn stats(&self) -> &SnapshotStats {
