@@ -4,7 +4,10 @@
 //! - write limit: the same keys as pre-computed `RESTORE` commands piped into the target
 //!   masters in parallel with `redis-cli --pipe` (the fastest the target can take them);
 //! - native replication: a fresh replica of each source master, all at once, until every
-//!   link is up (what Redis itself needs to copy the shards).
+//!   link is up (what Redis itself needs to copy the shards);
+//! - where the cores went during each sync: the CPU of the source masters (with the forks
+//!   that make their snapshots), of the target masters and of ferry, from `INFO cpu` and
+//!   `wait4`, against the wall time times the number of cores.
 //!
 //! Usage: bench_full_sync [KEYS] [RUNS]   (default 1000000 keys, 1 run; run by
 //! ci/bench-full-sync.sh). With RUNS, ferry copies the source RUNS times into the emptied
@@ -31,9 +34,21 @@ fn main() -> Result<(), Error> {
     let loaded = Dataset::new(1).scale(keys).load(&source)?;
     println!("dataset: {loaded}");
 
-    // ferry, measured as a child process, into an emptied target.
-    let sync = |bin: &str| -> Result<(measure::Measured, u64), Error> {
-        let measured = measure::run(measure::full_sync(bin, &source, &target)?)?;
+    // ferry, measured as a child process, into an emptied target; and the CPU the source
+    // servers (their snapshots' forks included) and the target servers spent meanwhile.
+    let mut split = Vec::new();
+    let mut sync = |bin: &str| -> Result<(measure::Measured, u64), Error> {
+        let command = measure::full_sync(bin, &source, &target)?;
+        let before = (
+            measure::servers_cpu(&[&source])?,
+            measure::servers_cpu(&[&target])?,
+        );
+        let measured = measure::run(command)?;
+        // A master reaps its fork within a cron tick (100 ms).
+        std::thread::sleep(Duration::from_millis(300));
+        let sources = measure::servers_cpu(&[&source])? - before.0;
+        let targets = measure::servers_cpu(&[&target])? - before.1;
+        split.push((sources, targets, measured.cpu, measured.wall));
         Ok((measured, total_keys(&target)?))
     };
     let mut runs_of = Vec::new();
@@ -117,6 +132,22 @@ fn main() -> Result<(), Error> {
             ferry_run.cpu / b.cpu
         );
     }
+    // Every sync of the runs (this build's and the baseline's): how busy the cores were.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let sources = measure::median(split.iter().map(|s| s.0).collect());
+    let targets = measure::median(split.iter().map(|s| s.1).collect());
+    let floor = measure::median(split.iter().map(|s| (s.0 + s.1 + s.2) / cores).collect());
+    let busy = measure::median(
+        split
+            .iter()
+            .map(|s| (s.0 + s.1 + s.2) / cores / s.3)
+            .collect(),
+    );
+    println!(
+        "CPU during the syncs (medians of {}): source masters {sources:.2} s (their snapshots' forks included), target masters {targets:.2} s; all three parties' CPU over {cores:.0} cores: {floor:.2} s, {:.0}% of the wall time",
+        split.len(),
+        busy * 100.0
+    );
     println!(
         "write limit (RESTORE via redis-cli --pipe, 3 masters in parallel): {restored} keys in {:.2} s",
         limit_wall.as_secs_f64()

@@ -30,19 +30,7 @@ fn main() -> Result<(), Error> {
     dataset.load(&target)?;
 
     // CPU seconds every server of both clusters has used so far.
-    let servers_cpu = || -> Result<f64, Error> {
-        let mut seconds = 0.0;
-        for node in source.nodes().into_iter().chain(target.nodes()) {
-            let info = conn::info(&node.addr(), "cpu")?;
-            for field in ["used_cpu_sys", "used_cpu_user"] {
-                seconds += info
-                    .get(field)
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .unwrap_or(0.0);
-            }
-        }
-        Ok(seconds)
-    };
+    let servers_cpu = || measure::servers_cpu(&[&source, &target]);
     let mut verified = Vec::new();
     let mut servers = Vec::new();
     let mut listings = Vec::new();

@@ -72,6 +72,32 @@ pub fn typical<'a>(runs: impl IntoIterator<Item = &'a Measured>) -> Measured {
     }
 }
 
+/// CPU seconds the servers of `deployments` have used so far, with their fork children's
+/// once reaped (a snapshot is made in a fork): `INFO cpu` of every node.
+#[allow(dead_code)]
+pub fn servers_cpu(
+    deployments: &[&dyn ferry_fixtures::Deployment],
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let mut seconds = 0.0;
+    for deployment in deployments {
+        for node in deployment.nodes() {
+            let info = ferry_fixtures::conn::info(&node.addr(), "cpu")?;
+            for field in [
+                "used_cpu_sys",
+                "used_cpu_user",
+                "used_cpu_sys_children",
+                "used_cpu_user_children",
+            ] {
+                seconds += info
+                    .get(field)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+            }
+        }
+    }
+    Ok(seconds)
+}
+
 /// The ferry binary to measure: `FERRY_BIN`, else the one `cargo build --release` made
 /// (under `$CARGO_TARGET_DIR` when it is set).
 #[allow(dead_code)]
