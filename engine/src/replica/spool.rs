@@ -57,20 +57,19 @@ struct Spill {
     read: u64,
     written: u64,
     segment: u64,
-    /// File offsets of the segments holding `read..written`, in stream order; the first
-    /// holds stream offset `first * segment`.
+    /// File offsets of the segments holding `read..written`, in stream order: the first
+    /// holds the segment `read` is in.
     segments: VecDeque<u64>,
-    first: u64,
-    /// Segments read whole, to write again.
+    /// Segments read whole, to write again. Together with `segments`, every segment the
+    /// file has.
     free: Vec<u64>,
-    file_len: u64,
 }
 
 impl Spill {
     /// Where stream offset `at` is in the file, and how many bytes from there stay in its
     /// segment. The segment must exist.
     fn locate(&self, at: u64) -> (u64, u64) {
-        let index = (at / self.segment - self.first) as usize;
+        let index = (at / self.segment - self.read / self.segment) as usize;
         let within = at % self.segment;
         (self.segments[index] + within, self.segment - within)
     }
@@ -78,11 +77,10 @@ impl Spill {
     /// Appends `bytes` to the spilled stream.
     fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
-            if self.written / self.segment - self.first == self.segments.len() as u64 {
-                let at = self.free.pop().unwrap_or_else(|| {
-                    self.file_len += self.segment;
-                    self.file_len - self.segment
-                });
+            if self.written / self.segment - self.read / self.segment == self.segments.len() as u64
+            {
+                let file_len = (self.segments.len() + self.free.len()) as u64 * self.segment;
+                let at = self.free.pop().unwrap_or(file_len);
                 self.segments.push_back(at);
             }
             let (at, room) = self.locate(self.written);
@@ -108,12 +106,14 @@ impl Spill {
 
     /// Counts `len` bytes as read; a segment read whole becomes free.
     fn consumed(&mut self, len: usize) {
+        let before = self.read / self.segment;
         self.read += len as u64;
-        while self.read / self.segment > self.first {
-            if let Some(done) = self.segments.pop_front() {
-                self.free.push(done);
-            }
-            self.first += 1;
+        for _ in before..self.read / self.segment {
+            let done = self
+                .segments
+                .pop_front()
+                .expect("a segment holds every byte read");
+            self.free.push(done);
         }
     }
 }
@@ -368,9 +368,7 @@ fn open_spill(dir: &Path, segment: u64) -> io::Result<Spill> {
         written: 0,
         segment,
         segments: VecDeque::new(),
-        first: 0,
         free: Vec::new(),
-        file_len: 0,
     })
 }
 
