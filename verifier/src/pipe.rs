@@ -49,8 +49,7 @@ impl Pipeline {
         &self.buf
     }
 
-    /// Counts one more argument in the current command's header, which grows by a digit at
-    /// 10, 100, ... arguments.
+    /// Counts one more argument in the current command's header.
     fn count_arg(&mut self) {
         let (start, argc) = self
             .open
@@ -62,39 +61,38 @@ impl Pipeline {
             self.buf[at] = b'0' + *argc as u8;
             return;
         }
-        let after = digits(*argc);
-        if after > digits(*argc - 1) {
-            self.buf.insert(at, b'0');
-        }
-        let mut n = *argc;
-        for i in (0..after).rev() {
-            self.buf[at + i] = b'0' + (n % 10) as u8;
+        // The new count replaces the old one, a digit longer at 10, 100, ...
+        let old_len = Decimal::new(*argc - 1).text().len();
+        let new = Decimal::new(*argc);
+        self.buf
+            .splice(at..at + old_len, new.text().iter().copied());
+    }
+}
+
+/// A number in decimal, written without allocating.
+struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    fn new(mut n: usize) -> Self {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
             n /= 10;
+            if n == 0 {
+                break;
+            }
         }
+        Decimal { digits, start }
     }
-}
 
-fn digits(mut n: usize) -> usize {
-    let mut d = 1;
-    while n >= 10 {
-        n /= 10;
-        d += 1;
+    fn text(&self) -> &[u8] {
+        &self.digits[self.start..]
     }
-    d
-}
-
-fn push_decimal(buf: &mut Vec<u8>, mut n: usize) {
-    let mut text = [0u8; 20];
-    let mut at = text.len();
-    loop {
-        at -= 1;
-        text[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&text[at..]);
 }
 
 impl RedisWrite for Pipeline {
@@ -102,7 +100,7 @@ impl RedisWrite for Pipeline {
         self.count_arg();
         self.buf.reserve(arg.len() + 24);
         self.buf.push(b'$');
-        push_decimal(&mut self.buf, arg.len());
+        self.buf.extend_from_slice(Decimal::new(arg.len()).text());
         self.buf.extend_from_slice(b"\r\n");
         self.buf.extend_from_slice(arg);
         self.buf.extend_from_slice(b"\r\n");
