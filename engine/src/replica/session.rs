@@ -213,6 +213,7 @@ impl Session {
         let mark = ReadMark::of(&socket);
         let (read, write) = tokio::io::split(socket);
         let spool = Spool::new(
+            session.addr.clone(),
             session.config.spool.clone(),
             session.config.spool_gauge.clone(),
         );

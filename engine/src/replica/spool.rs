@@ -129,6 +129,8 @@ struct State {
     memory: VecDeque<Bytes>,
     memory_bytes: usize,
     spill: Option<Spill>,
+    /// Spilled before: later spills of the session are not warned about again.
+    spilled: bool,
     end: Option<SpoolEnd>,
 }
 
@@ -150,6 +152,8 @@ impl SpoolGauge {
 }
 
 pub(crate) struct Spool {
+    /// The master whose stream it holds.
+    master: String,
     state: Mutex<State>,
     ready: Notify,
     config: SpoolConfig,
@@ -193,8 +197,10 @@ fn next_mark(want: usize, read: usize, in_time: bool) -> usize {
 }
 
 impl Spool {
-    pub(crate) fn new(config: SpoolConfig, gauge: Arc<SpoolGauge>) -> Arc<Self> {
+    /// A spool for the stream of `master` (named in its log lines).
+    pub(crate) fn new(master: String, config: SpoolConfig, gauge: Arc<SpoolGauge>) -> Arc<Self> {
         Arc::new(Spool {
+            master,
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             config,
@@ -249,7 +255,12 @@ impl Spool {
             if state.spill.is_none() {
                 let dir = self.config.dir.clone().unwrap_or_else(std::env::temp_dir);
                 state.spill = Some(open_spill(&dir, self.segment)?);
-                tracing::warn!(cap = self.config.memory_cap, "the replication stream arrives faster than the target applies it; spilling to disk");
+                if state.spilled {
+                    tracing::debug!(master = %self.master, dir = %dir.display(), "spilling to disk again");
+                } else {
+                    state.spilled = true;
+                    tracing::warn!(master = %self.master, cap = self.config.memory_cap, dir = %dir.display(), "the replication stream arrives faster than the target applies it; spilling to disk");
+                }
             }
             let spill = state.spill.as_mut().expect("just opened");
             spill.write(&chunk)?;
@@ -442,6 +453,7 @@ mod tests {
     /// A spool with a memory cap of `cap` bytes and spill segments of `segment` bytes.
     fn small_spool(dir: &Path, cap: usize, segment: u64, gauge: &Arc<SpoolGauge>) -> Arc<Spool> {
         let mut spool = Spool::new(
+            "127.0.0.1:6379".into(),
             SpoolConfig {
                 memory_cap: cap,
                 dir: Some(dir.to_path_buf()),
