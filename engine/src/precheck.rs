@@ -108,7 +108,7 @@ struct MasterFacts {
     modules: BTreeSet<String>,
     /// `DBSIZE` less ferry's own keys.
     user_keys: u64,
-    /// ferry's own keys (checkpoints).
+    /// ferry's checkpoint key, when the master is a target's and holds one.
     reserved_keys: u64,
 }
 
@@ -248,8 +248,11 @@ impl Side {
                 .map_err(link_fail)?;
             ping(&mut link).await.map_err(fail)?;
             nodes += 1;
+            // Only a target holds ferry's checkpoints; the sync reads each master's under
+            // one name, so that name is all there is to look for.
+            let checkpoint = (side == "target").then(|| crate::sync::checkpoint_key_of(shard));
             masters.push(
-                MasterFacts::read(&mut link, shard.master.clone())
+                MasterFacts::read(&mut link, shard.master.clone(), checkpoint)
                     .await
                     .map_err(fail)?,
             );
@@ -295,7 +298,12 @@ async fn text(link: &mut Link, argv: &[&str]) -> Result<String, String> {
 }
 
 impl MasterFacts {
-    async fn read(link: &mut Link, addr: NodeAddr) -> Result<Self, String> {
+    /// The master's facts; `checkpoint`, the name of its checkpoint key where it may hold one.
+    async fn read(
+        link: &mut Link,
+        addr: NodeAddr,
+        checkpoint: Option<bytes::Bytes>,
+    ) -> Result<Self, String> {
         let info = parse_info(
             &text(link, &["INFO", "all"])
                 .await
@@ -335,7 +343,19 @@ impl MasterFacts {
             .map_err(|e| format!("{addr}: DBSIZE: {e}"))?
             .parse()
             .unwrap_or(0);
-        let reserved = count_reserved(link).await?;
+        let reserved = match checkpoint {
+            Some(key) if total > 0 => {
+                match link
+                    .call(&[&b"EXISTS"[..], &key])
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    Frame::Integer(n) => n.max(0) as u64,
+                    other => return Err(format!("{addr}: unexpected EXISTS reply {other:?}")),
+                }
+            }
+            _ => 0,
+        };
         Ok(MasterFacts {
             addr,
             info,
@@ -352,32 +372,6 @@ impl MasterFacts {
             .or_else(|| self.config.get(field))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
-    }
-}
-
-/// Keys under [`RESERVED_PREFIX`] in db 0 (ferry keeps its own keys there).
-async fn count_reserved(link: &mut Link) -> Result<u64, String> {
-    let mut cursor = "0".to_string();
-    let mut count = 0;
-    let pattern = format!("{RESERVED_PREFIX}*");
-    loop {
-        let reply = link
-            .call(&["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"])
-            .await
-            .map_err(|e| e.to_string())?;
-        let Frame::Array(Some(parts)) = reply else {
-            return Err(format!("{}: unexpected SCAN reply {reply:?}", link.addr()));
-        };
-        match parts.as_slice() {
-            [Frame::Bulk(Some(next)), Frame::Array(Some(keys))] => {
-                count += keys.len() as u64;
-                cursor = String::from_utf8_lossy(next).into_owned();
-            }
-            _ => return Err(format!("{}: unexpected SCAN reply", link.addr())),
-        }
-        if cursor == "0" {
-            return Ok(count);
-        }
     }
 }
 

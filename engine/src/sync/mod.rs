@@ -17,7 +17,9 @@ mod snapshot;
 mod stream;
 mod writer;
 
-pub use checkpoint::{checkpoint_key, cleanup, heartbeat_key, Checkpoint, ShardId};
+pub use checkpoint::{
+    checkpoint_key, checkpoint_key_of, cleanup, heartbeat_key, Checkpoint, ShardId,
+};
 pub use file::{load_file, FileError, FileReport};
 pub use run::{
     Phase, ShardProgress, ShardReport, Sync, SyncError, SyncMode, SyncOptions, SyncReport,

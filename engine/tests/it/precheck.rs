@@ -50,11 +50,29 @@ async fn a_clean_pair_passes_and_each_problem_fails_its_item() {
         .detail
         .starts_with("3 source and 2 target"));
 
-    // ferry's own keys do not make a target non-empty; user keys do.
-    let _: () = owner(&target, "__ferry__:checkpoint:{x}")
-        .query(redis::cmd("SET").arg("__ferry__:checkpoint:{x}").arg("1"))
-        .unwrap();
+    // ferry's checkpoints do not make a target non-empty; user keys do. The precheck looks
+    // for a checkpoint under the name the sync reads (one per master), never scans.
+    let topology = ferry_engine::deployment::Deployment::discover(&t, Options::default().timeout)
+        .await
+        .unwrap()
+        .topology;
+    for shard in &topology.shards {
+        let key = ferry_engine::sync::checkpoint_key_of(shard);
+        let key = std::str::from_utf8(&key).unwrap();
+        let _: () = owner(&target, key)
+            .query(
+                redis::cmd("HSET")
+                    .arg(key)
+                    .arg("slots-from-0")
+                    .arg("loading 0"),
+            )
+            .unwrap();
+    }
     assert!(run(&s, &t, &Options::default()).await.passed());
+    let resume = Options {
+        resume: true,
+        ..Options::default()
+    };
     let _: () = owner(&target, "user:1")
         .query(redis::cmd("SET").arg("user:1").arg("x"))
         .unwrap();
@@ -62,6 +80,13 @@ async fn a_clean_pair_passes_and_each_problem_fails_its_item() {
     let item = report.item("target-empty").unwrap();
     assert_eq!(item.status, Status::Fail, "{item:?}");
     assert!(item.detail.contains("1 keys") && item.fix.contains("--existing replace"));
+    let item = run(&s, &t, &resume)
+        .await
+        .item("target-empty")
+        .unwrap()
+        .clone();
+    assert_eq!(item.status, Status::Pass, "{item:?}");
+    assert!(item.detail.contains("2 ferry checkpoint keys"), "{item:?}");
     let replace = Options {
         existing: Existing::Replace,
         ..Options::default()
