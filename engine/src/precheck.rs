@@ -248,6 +248,21 @@ impl Side {
                 .map_err(link_fail)?;
             ping(&mut link).await.map_err(fail)?;
             nodes += 1;
+            // A standalone side's keys are those of the URL's db, where the sync reads or
+            // writes them (and keeps its checkpoint).
+            if let Some(db) = endpoint.db.filter(|_| !deployment.topology.cluster) {
+                if let Frame::Error(e) = link
+                    .call(&["SELECT", &db.to_string()])
+                    .await
+                    .map_err(link_fail)?
+                {
+                    return Err(fail(format!(
+                        "{}: SELECT {db}: {}",
+                        shard.master,
+                        String::from_utf8_lossy(&e)
+                    )));
+                }
+            }
             // Only a target holds ferry's checkpoints; the sync reads each master's under
             // one name, so that name is all there is to look for.
             let checkpoint = (side == "target").then(|| crate::sync::checkpoint_key_of(shard));

@@ -193,3 +193,54 @@ async fn unreachable_and_unauthenticated_sides_fail_connectivity() {
         "{detail}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_target_is_judged_by_the_db_of_its_url() {
+    let source = LocalServer::builder().start().unwrap();
+    let target = LocalServer::builder().start().unwrap();
+    let s = endpoint(source.master());
+    let t2 = Endpoint::parse(&format!("{}/2", target.master().addr().url())).unwrap();
+    let set = |db: u32, key: &str| {
+        let mut conn = target.master().connect().unwrap();
+        let _: () = redis::cmd("SELECT").arg(db).query(&mut conn).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg("1")
+            .query(&mut conn)
+            .unwrap();
+    };
+    // Keys in another db are not where the sync writes.
+    set(0, "elsewhere");
+    let item = run(&s, &t2, &Options::default())
+        .await
+        .item("target-empty")
+        .unwrap()
+        .clone();
+    assert_eq!(item.status, Status::Pass, "{item:?}");
+    // A checkpoint in db 2 lets a sync resume; a user key there blocks a fresh one.
+    let topology = ferry_engine::deployment::Deployment::discover(&t2, Options::default().timeout)
+        .await
+        .unwrap()
+        .topology;
+    let checkpoint = ferry_engine::sync::checkpoint_key_of(&topology.shards[0]);
+    set(2, std::str::from_utf8(&checkpoint).unwrap());
+    assert!(run(&s, &t2, &Options::default()).await.passed());
+    set(2, "user:1");
+    let item = run(&s, &t2, &Options::default())
+        .await
+        .item("target-empty")
+        .unwrap()
+        .clone();
+    assert_eq!(item.status, Status::Fail, "{item:?}");
+    assert!(item.detail.contains("1 keys"), "{item:?}");
+    let resume = Options {
+        resume: true,
+        ..Options::default()
+    };
+    let item = run(&s, &t2, &resume)
+        .await
+        .item("target-empty")
+        .unwrap()
+        .clone();
+    assert_eq!(item.status, Status::Pass, "{item:?}");
+}
