@@ -2,7 +2,7 @@
 //! right item with a fix, and options turn failures into warnings.
 
 use ferry_engine::endpoint::Endpoint;
-use ferry_engine::precheck::{run, Existing, Options, Status};
+use ferry_engine::precheck::{run, Existing, Item, Options, Status};
 use ferry_fixtures::{Deployment as _, LocalCluster, LocalServer, Node};
 
 fn owner<'a>(deployment: &'a LocalCluster, key: &str) -> &'a dyn Node {
@@ -15,6 +15,37 @@ fn owner<'a>(deployment: &'a LocalCluster, key: &str) -> &'a dyn Node {
 
 fn endpoint(node: &dyn Node) -> Endpoint {
     Endpoint::parse(&node.addr().url()).unwrap()
+}
+
+/// The precheck's `target-empty` item for a sync from `s` into `t`.
+async fn target_empty(s: &Endpoint, t: &Endpoint, options: &Options) -> Item {
+    run(s, t, options)
+        .await
+        .item("target-empty")
+        .unwrap()
+        .clone()
+}
+
+/// The names of the checkpoint keys of `t`'s masters, as the sync reads them.
+async fn checkpoint_keys(t: &Endpoint) -> Vec<String> {
+    let topology = ferry_engine::deployment::Deployment::discover(t, Options::default().timeout)
+        .await
+        .unwrap()
+        .topology;
+    topology
+        .shards
+        .iter()
+        .map(|shard| {
+            String::from_utf8(ferry_engine::sync::checkpoint_key_of(shard).to_vec()).unwrap()
+        })
+        .collect()
+}
+
+fn resuming() -> Options {
+    Options {
+        resume: true,
+        ..Options::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,27 +83,17 @@ async fn a_clean_pair_passes_and_each_problem_fails_its_item() {
 
     // ferry's checkpoints do not make a target non-empty; user keys do. The precheck looks
     // for a checkpoint under the name the sync reads (one per master), never scans.
-    let topology = ferry_engine::deployment::Deployment::discover(&t, Options::default().timeout)
-        .await
-        .unwrap()
-        .topology;
-    for shard in &topology.shards {
-        let key = ferry_engine::sync::checkpoint_key_of(shard);
-        let key = std::str::from_utf8(&key).unwrap();
-        let _: () = owner(&target, key)
+    for key in checkpoint_keys(&t).await {
+        let _: () = owner(&target, &key)
             .query(
                 redis::cmd("HSET")
-                    .arg(key)
+                    .arg(&key)
                     .arg("slots-from-0")
                     .arg("loading 0"),
             )
             .unwrap();
     }
     assert!(run(&s, &t, &Options::default()).await.passed());
-    let resume = Options {
-        resume: true,
-        ..Options::default()
-    };
     let _: () = owner(&target, "user:1")
         .query(redis::cmd("SET").arg("user:1").arg("x"))
         .unwrap();
@@ -80,25 +101,14 @@ async fn a_clean_pair_passes_and_each_problem_fails_its_item() {
     let item = report.item("target-empty").unwrap();
     assert_eq!(item.status, Status::Fail, "{item:?}");
     assert!(item.detail.contains("1 keys") && item.fix.contains("--existing replace"));
-    let item = run(&s, &t, &resume)
-        .await
-        .item("target-empty")
-        .unwrap()
-        .clone();
+    let item = target_empty(&s, &t, &resuming()).await;
     assert_eq!(item.status, Status::Pass, "{item:?}");
     assert!(item.detail.contains("2 ferry checkpoint keys"), "{item:?}");
     let replace = Options {
         existing: Existing::Replace,
         ..Options::default()
     };
-    assert_eq!(
-        run(&s, &t, &replace)
-            .await
-            .item("target-empty")
-            .unwrap()
-            .status,
-        Status::Warn
-    );
+    assert_eq!(target_empty(&s, &t, &replace).await.status, Status::Warn);
 
     // An evicting policy fails unless allowed.
     let target_master = target.masters().unwrap()[0];
@@ -211,36 +221,17 @@ async fn a_standalone_target_is_judged_by_the_db_of_its_url() {
     };
     // Keys in another db are not where the sync writes.
     set(0, "elsewhere");
-    let item = run(&s, &t2, &Options::default())
-        .await
-        .item("target-empty")
-        .unwrap()
-        .clone();
+    let item = target_empty(&s, &t2, &Options::default()).await;
     assert_eq!(item.status, Status::Pass, "{item:?}");
     // A checkpoint in db 2 lets a sync resume; a user key there blocks a fresh one.
-    let topology = ferry_engine::deployment::Deployment::discover(&t2, Options::default().timeout)
-        .await
-        .unwrap()
-        .topology;
-    let checkpoint = ferry_engine::sync::checkpoint_key_of(&topology.shards[0]);
-    set(2, std::str::from_utf8(&checkpoint).unwrap());
+    for key in checkpoint_keys(&t2).await {
+        set(2, &key);
+    }
     assert!(run(&s, &t2, &Options::default()).await.passed());
     set(2, "user:1");
-    let item = run(&s, &t2, &Options::default())
-        .await
-        .item("target-empty")
-        .unwrap()
-        .clone();
+    let item = target_empty(&s, &t2, &Options::default()).await;
     assert_eq!(item.status, Status::Fail, "{item:?}");
     assert!(item.detail.contains("1 keys"), "{item:?}");
-    let resume = Options {
-        resume: true,
-        ..Options::default()
-    };
-    let item = run(&s, &t2, &resume)
-        .await
-        .item("target-empty")
-        .unwrap()
-        .clone();
+    let item = target_empty(&s, &t2, &resuming()).await;
     assert_eq!(item.status, Status::Pass, "{item:?}");
 }
