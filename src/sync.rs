@@ -104,8 +104,8 @@ pub struct SyncArgs {
     threads: Option<u16>,
 }
 
-/// Source masters one worker thread keeps up with: a thread parses and routes about 550k keys
-/// a second (1.7-1.8 CPU s per million, BENCHMARKS.md), a master streams its snapshot at
+/// Source masters one worker thread keeps up with: a thread parses and routes 550k-650k keys
+/// a second (1.5-1.8 CPU s per million, BENCHMARKS.md), a master streams its snapshot at
 /// 115k-165k keys a second. More threads than that only add wake-ups between them: 8% more
 /// CPU for 3 masters on 2 threads than on one, with the same wall time.
 const MASTERS_PER_THREAD: usize = 4;
