@@ -108,6 +108,21 @@ pub fn all() -> Vec<Scenario> {
     list.push(s);
 
     let mut s = scenario(
+        "failover-target-master",
+        "CLUSTER FAILOVER on a target replica while streaming (the routine way to patch a node): the writer follows the new master without stopping.",
+        Expect::Exact,
+    );
+    s.target = shape(3, 1);
+    s.steps = vec![Step::new(
+        When::Streaming,
+        target(Fault::Failover {
+            node: NodeSelector::replica_of_master(0),
+            mode: ferry_fixtures::FailoverMode::Default,
+        }),
+    )];
+    list.push(s);
+
+    let mut s = scenario(
         "sigkill-engine-repeatedly",
         "The engine is SIGKILLed five times at different points under unique pushes and increments, and restarted each time.",
         Expect::Exact,

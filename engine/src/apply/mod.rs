@@ -166,8 +166,12 @@ pub struct ApplyConfig {
     pub connect_timeout: Duration,
     /// Redirections (`MOVED`/`ASK`) one group may meet before the apply gives up.
     pub max_redirects: u32,
-    /// Consecutive failed rounds on lost connections before the apply gives up.
+    /// Consecutive failed rounds on lost connections before the apply gives up, once
+    /// `failover_wait` has passed too.
     pub max_link_failures: u32,
+    /// How long a target master that does not answer is retried: long enough for its cluster
+    /// to detect the failure and promote a replica (`cluster-node-timeout` and the election).
+    pub failover_wait: Duration,
     /// First and longest pause before resending refused writes (`OOM`, `LOADING`, ...).
     pub min_backoff: Duration,
     pub max_backoff: Duration,
@@ -179,6 +183,7 @@ impl Default for ApplyConfig {
             connect_timeout: Duration::from_secs(5),
             max_redirects: 16,
             max_link_failures: 10,
+            failover_wait: Duration::from_secs(60),
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
         }

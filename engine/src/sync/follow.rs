@@ -279,6 +279,7 @@ impl ShardSync {
         router: &mut StreamRouter,
         applier: &mut StreamApplier,
     ) -> Stop {
+        router.restart();
         let start = session.offset().unwrap_or_default();
         // The last offset outside a transaction, and the db selected there.
         let mut safe = (start, router.selected_db());

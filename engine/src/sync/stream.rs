@@ -141,6 +141,14 @@ impl StreamRouter {
         self.selected = db;
     }
 
+    /// The stream starts again (a new link to the source, a resync): a `MULTI` left open by
+    /// the old link is dropped, since the new one sends the transaction again whole.
+    pub fn restart(&mut self) {
+        if self.transaction.take().is_some() {
+            tracing::info!("a source transaction was open when the stream broke; it is read again");
+        }
+    }
+
     /// Whether a `MULTI` is open (a batch must not end inside it).
     pub fn in_transaction(&self) -> bool {
         self.transaction.is_some()

@@ -198,7 +198,10 @@ impl StreamApplier {
                 let retry = attempts <= self.config.max_link_failures
                     && match &reply {
                         Err(_) => true,
-                        Ok(Frame::Error(e)) => is_transient(&String::from_utf8_lossy(e)),
+                        Ok(Frame::Error(e)) => {
+                            let text = String::from_utf8_lossy(e);
+                            is_transient(&text) || is_redirect(&text)
+                        }
                         Ok(_) => false,
                     };
                 if retry {
@@ -444,6 +447,9 @@ enum Failure {
     Link(LinkError),
     /// Refused for now (`OOM`, `LOADING`, a failover in progress, ...).
     Later(String),
+    /// `MOVED`: the node no longer serves a slot of the batch (a graceful failover made it a
+    /// replica, or the slot moved).
+    Moved(String),
     Fatal(ApplyError),
 }
 
@@ -461,6 +467,10 @@ impl NodeWriter {
         let mut backoff = context.config.min_backoff;
         let mut failures = 0;
         let mut recovering = false;
+        // When the master stopped answering, and how many redirections in a row left this
+        // writer's slot where it was (a slot moved to another master is not a failover).
+        let mut unreachable_since: Option<Instant> = None;
+        let mut moved_in_place = 0;
         loop {
             let attempt = self.attempt(context, end, db, recovering).await;
             let failure = match attempt {
@@ -481,7 +491,12 @@ impl NodeWriter {
                     tracing::warn!(node = %self.addr, error = %e, attempt = failures, "target link lost; the checkpoint will say what was applied");
                     self.link = None;
                     recovering = true;
-                    if failures > context.config.max_link_failures {
+                    // A dead master is replaced by its replica once its cluster noticed: wait
+                    // for that as long as a failover may take, not for a number of attempts.
+                    let since = *unreachable_since.get_or_insert_with(Instant::now);
+                    if failures > context.config.max_link_failures
+                        && since.elapsed() >= context.config.failover_wait
+                    {
                         let Failure::Link(source) = failure else {
                             unreachable!()
                         };
@@ -496,6 +511,32 @@ impl NodeWriter {
                     // A refusal may come from a failover: find the master again.
                     recovering = true;
                     failures = 0;
+                    unreachable_since = None;
+                }
+                Failure::Moved(reason) => {
+                    // `CLUSTER FAILOVER` made this node a replica: its slots answer MOVED
+                    // until the writer follows the new master.
+                    tracing::warn!(node = %self.addr, %reason, "target slot redirected; following its master");
+                    recovering = true;
+                    failures = 0;
+                    unreachable_since = None;
+                    let before = self.addr.clone();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(context.config.max_backoff);
+                    self.relocate(&context.target, &context.config).await;
+                    if self.addr != before {
+                        moved_in_place = 0;
+                        continue;
+                    }
+                    moved_in_place += 1;
+                    if moved_in_place > context.config.max_redirects {
+                        return Err(ApplyError::Rejected {
+                            key: printable(&self.key),
+                            command: "HSET".into(),
+                            reply: format!("{reason}: a slot of {} moved to another master while it was written (resharding the target during a sync is not followed)", self.addr),
+                        });
+                    }
+                    continue;
                 }
                 Failure::Fatal(_) => unreachable!(),
             }
@@ -618,12 +659,17 @@ impl NodeWriter {
         let Some((text, what)) = first_error else {
             return Ok(());
         };
+        let checkpoint_refused = checkpoint && matches!(replies.last(), Some(Frame::Error(_)));
+        self.suspect = true;
+        if checkpoint_refused {
+            // The checkpoint did not move: a crash now replays the batch as it should.
+            return Err(classify(text, what));
+        }
         // The checkpoint after the batch may have landed although a write did not (a DEL
         // freed memory in between, a slot moved): set it back, so that a crash now replays
         // the batch. Under OOM the HSET may be refused; HDEL never is (a missing checkpoint
         // makes a restart reload the shard, which is exact). In this process the batch
         // (absolute writes only) is sent again whole, whatever the checkpoint says.
-        self.suspect = true;
         let back = Checkpoint::Applied {
             replid: context.replid,
             offset: self.applied,
@@ -634,7 +680,13 @@ impl NodeWriter {
             .call(&[&b"HSET"[..], &self.key, &context.field, back.as_bytes()])
             .await
             .map_err(Failure::Link)?;
-        if let Frame::Error(_) = reply {
+        if let Frame::Error(e) = &reply {
+            if is_redirect(&String::from_utf8_lossy(e)) {
+                // The node stopped being a master after the checkpoint landed (refusals of a
+                // failover come in order, so every write before it landed too): the batch is
+                // sent again to the new master.
+                return Err(classify(text, what));
+            }
             let reply = link
                 .call(&[&b"HDEL"[..], &self.key, &context.field])
                 .await
@@ -806,8 +858,16 @@ fn is_transient(text: &str) -> bool {
         || text.contains("READONLY")
 }
 
+/// `MOVED`, or `READONLY` from a node that became a replica.
+fn is_redirect(text: &str) -> bool {
+    text.starts_with("MOVED ") || text.contains("READONLY")
+}
+
 /// Whether an error reply is worth waiting out.
 fn classify(text: String, what: Option<(&Command, &Bytes)>) -> Failure {
+    if text.starts_with("MOVED ") {
+        return Failure::Moved(text);
+    }
     if is_transient(&text) {
         return Failure::Later(text);
     }

@@ -133,6 +133,18 @@ async fn stream_commands_become_routed_writes() {
     assert!(error.to_string().contains("COMMAND table"), "{error}");
     assert_eq!(route("PUBLISH ch hi").unwrap(), Routed::Nothing);
 
+    // A transaction open when the source link broke is read again whole on the new link.
+    assert_eq!(router.route(command("MULTI")).unwrap(), Routed::Nothing);
+    assert_eq!(router.route(command("INCR {x}n")).unwrap(), Routed::Nothing);
+    assert!(router.in_transaction());
+    router.restart();
+    assert!(!router.in_transaction());
+    assert_eq!(router.route(command("MULTI")).unwrap(), Routed::Nothing);
+    assert_eq!(router.route(command("INCR {x}n")).unwrap(), Routed::Nothing);
+    let exec = writes(router.route(command("EXEC")).unwrap());
+    assert_eq!(exec.len(), 1);
+    assert_eq!(exec[0].2, ["INCR {x}n"], "the dropped half is not applied");
+
     // A target older than 6.2 gets SET ... PXAT as SET then PEXPIREAT.
     router.set_target_server(&ferry_engine::deployment::ServerInfo {
         family: ferry_engine::deployment::Family::Redis,
