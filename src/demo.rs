@@ -90,6 +90,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             ..SyncOptions::default()
         };
         let sync = Sync::prepare(&source_url, &target_url, options).await?;
+        let holds = crate::sync::Holds::of(&sync);
         let shards = sync.progress().to_vec();
         let sync_started = Instant::now();
         let mut running = tokio::spawn(sync.run());
@@ -129,6 +130,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
             if !writing && streaming && settled {
                 println!("caught up on every shard; stopping the sync");
                 running.abort();
+                let _ = (&mut running).await;
+                holds.release().await;
                 return Ok(());
             }
             if sync_started.elapsed() > Duration::from_secs(args.live_seconds + 120) {

@@ -311,16 +311,19 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
         }
         let reporter = tokio::spawn(report_progress(progress.clone()));
         if mode != SyncMode::Full {
+            let holds = Holds::of(&sync);
             let caught_up = wait_caught_up(progress, args.until_caught_up);
             let outcome = tokio::select! {
                 outcome = sync.run() => outcome.map(|_| ()),
                 signal = stop_signal() => {
                     stop_reporter(reporter).await;
+                    holds.release().await;
                     eprintln!("\nstopped by {signal}; run the same command again to resume from the target's checkpoints");
                     return Ok(ExitCode::SUCCESS);
                 }
                 () = caught_up => {
                     stop_reporter(reporter).await;
+                    holds.release().await;
                     eprintln!("\ncaught up on every shard; stopping (run the same command again to resume)");
                     return Ok(ExitCode::SUCCESS);
                 }
@@ -377,6 +380,36 @@ fn require(report: precheck::Report) -> Result<()> {
         );
     }
     bail!("precheck failed; nothing was written (run `ferry precheck` for every item)");
+}
+
+/// The expiries a stopped stream leaves held on the target (see the engine's `sync::hold`).
+pub(crate) struct Holds {
+    target: ferry_engine::deployment::Deployment,
+    shards: Vec<ferry_engine::sync::ShardId>,
+}
+
+impl Holds {
+    pub(crate) fn of(sync: &Sync) -> Self {
+        Holds {
+            target: sync.target().clone(),
+            shards: sync
+                .source()
+                .topology
+                .shards
+                .iter()
+                .map(ferry_engine::sync::ShardId::of)
+                .collect(),
+        }
+    }
+
+    /// Gives the held keys their own expiry back, so the target expires them on its own.
+    pub(crate) async fn release(&self) {
+        let config = ferry_engine::apply::ApplyConfig::default();
+        if let Err(e) = ferry_engine::sync::release_holds(&self.target, &self.shards, &config).await
+        {
+            eprintln!("warning: could not give held expiries back ({e}); `ferry cleanup --target URL` does it after the cutover");
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM, naming it.

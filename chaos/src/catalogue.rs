@@ -123,6 +123,18 @@ pub fn all() -> Vec<Scenario> {
     list.push(s);
 
     let mut s = scenario(
+        "stall-target-past-expiries",
+        "A target master is SIGSTOPped for 3 s while keys that expire within seconds are written, appended to and given new TTLs: the stream reaches the target after its clock passed their first expiry, and every write lands as on the source.",
+        Expect::Exact,
+    );
+    s.workload = load(3_000, 6.0, Mix::All);
+    s.steps = vec![
+        Step::new(When::Streaming, target(Fault::Pause { node: master(0) })),
+        after(3.0, target(Fault::Resume { node: master(0) })),
+    ];
+    list.push(s);
+
+    let mut s = scenario(
         "sigkill-engine-repeatedly",
         "The engine is SIGKILLed five times at different points under unique pushes and increments, and restarted each time.",
         Expect::Exact,

@@ -437,33 +437,7 @@ fn run_inner(
     // the source deletes them (on access or by its expiry cycle), a little later.
     verifier.rounds = 5;
     verifier.recheck_interval = Duration::from_secs(2);
-    let mut verdict = ferry_verifier::verify(&verifier)?;
-    // A key whose expiry the source extended after the lagging target had already expired
-    // it is missing (or rebuilt from later writes) on the target until the source expires it
-    // too: the target is a master and expires keys on its own clock. When every difference
-    // is a key that expires on the source soon, judge again once that has passed.
-    if matches!(scenario.expect, Expect::Exact) && !verdict.is_consistent() {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        let expiring: Option<Vec<i64>> = verdict
-            .differences
-            .iter()
-            .map(|d| {
-                let at = d.source.as_ref()?.expire_at_ms?;
-                (at - now_ms < 30_000).then_some(at)
-            })
-            .collect();
-        if let Some(last) = expiring.and_then(|all| all.into_iter().max()) {
-            run.event(format!(
-                "{} key(s) with a source expiry within 30 s differ (the lagging target expired them before the source extended their TTL); judging again after it",
-                verdict.differences.len()
-            ));
-            std::thread::sleep(Duration::from_millis((last - now_ms).max(0) as u64 + 1_500));
-            verdict = ferry_verifier::verify(&verifier)?;
-        }
-    }
+    let verdict = ferry_verifier::verify(&verifier)?;
     run.retire(&mut engine);
     let details = config
         .log_dir

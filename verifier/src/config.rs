@@ -12,6 +12,17 @@ use crate::side::Endpoint;
 /// The prefix of ferry's own keys (checkpoints) on the target; never compared.
 pub const RESERVED_PREFIX: &[u8] = b"__ferry__:";
 
+/// What ferry adds to an expiry it holds on the target until the source's stream reaches it
+/// (2^40 ms): a target key whose expiry is this much past a time near now carries that time.
+pub const HELD_EXPIRY_SHIFT_MS: i64 = 1 << 40;
+
+/// The expiry a target key really has when ferry holds it (see [`HELD_EXPIRY_SHIFT_MS`]).
+pub fn held_expiry(expire_at_ms: i64, now_ms: i64) -> Option<i64> {
+    const DAY_MS: i64 = 86_400_000;
+    let held = expire_at_ms.checked_sub(HELD_EXPIRY_SHIFT_MS)?;
+    ((held - now_ms).abs() <= DAY_MS).then_some(held)
+}
+
 /// How deep the comparison goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]

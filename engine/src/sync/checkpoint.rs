@@ -91,6 +91,18 @@ pub fn checkpoint_key_of(shard: &Shard) -> Bytes {
     checkpoint_key(first.unwrap_or(Slot::new(0).expect("slot 0")))
 }
 
+/// The sorted set of expiries held for source shard `shard` on the target master whose
+/// checkpoint key is `checkpoint` (same slot; see `hold`).
+pub fn held_key(checkpoint: &[u8], shard: &ShardId) -> Bytes {
+    let base = checkpoint
+        .strip_suffix(b":checkpoint")
+        .unwrap_or(checkpoint);
+    let mut key = base.to_vec();
+    key.extend_from_slice(b":held:");
+    key.extend_from_slice(shard.as_str().as_bytes());
+    Bytes::from(key)
+}
+
 /// The heartbeat key ferry writes on the source master whose lowest slot is `slot`.
 pub fn heartbeat_key(slot: Slot) -> Bytes {
     Bytes::from(format!("{RESERVED_PREFIX}{{{}}}:heartbeat", tag_for(slot)))
@@ -104,7 +116,8 @@ pub fn tag_for(slot: Slot) -> String {
         .expect("every slot has a tag")
 }
 
-/// Deletes every key of ferry's (checkpoints, heartbeats) on every master of the deployment
+/// Deletes every key of ferry's (checkpoints, heartbeats, held expiries, whose keys get their
+/// own expiry back first) on every master of the deployment
 /// at `endpoint`, after a cutover. Returns how many were deleted.
 pub async fn cleanup(
     endpoint: &crate::endpoint::Endpoint,
@@ -144,11 +157,30 @@ pub async fn cleanup(
             let [Frame::Bulk(Some(next)), Frame::Array(Some(keys))] = parts.as_slice() else {
                 break;
             };
-            for key in keys {
-                if let Frame::Bulk(Some(key)) = key {
-                    link.queue(&[&b"UNLINK"[..], key]);
-                    deleted += 1;
-                }
+            let keys: Vec<&Bytes> = keys
+                .iter()
+                .filter_map(|k| match k {
+                    Frame::Bulk(Some(k)) => Some(k),
+                    _ => None,
+                })
+                .collect();
+            // Held expiries go back to their keys before their record goes.
+            for key in keys
+                .iter()
+                .filter(|k| memchr::memmem::find(k, b":held:").is_some())
+            {
+                while super::writer::release(&mut link, key, 0, true)
+                    .await
+                    .map_err(|source| crate::apply::ApplyError::Link {
+                        attempts: 1,
+                        source,
+                    })?
+                    > 0
+                {}
+            }
+            for key in &keys {
+                link.queue(&[&b"UNLINK"[..], key]);
+                deleted += 1;
             }
             if !keys.is_empty() {
                 link.exchange()
@@ -177,6 +209,9 @@ mod tests {
             let slot = Slot::new(n).unwrap();
             assert_eq!(Slot::of_key(&checkpoint_key(slot)), slot);
             assert_eq!(Slot::of_key(&heartbeat_key(slot)), slot);
+            let held = held_key(&checkpoint_key(slot), &ShardId::from_first_slot(slot));
+            assert_eq!(Slot::of_key(&held), slot);
+            assert!(held.ends_with(format!(":held:slots-from-{n}").as_bytes()));
         }
     }
 

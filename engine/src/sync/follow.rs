@@ -285,6 +285,7 @@ impl ShardSync {
         let mut safe = (start, router.selected_db());
         loop {
             let mut next = session.next_event().await.map(Some);
+            applier.set_lag(self.progress.lag_ms());
             loop {
                 let event = match next {
                     Ok(Some(event)) => event,

@@ -7,23 +7,26 @@
 //! - `stream`: replication-stream commands to target writes (sans-IO).
 //! - `writer`: the exactly-once (or at-least-once) apply of the stream, per target master.
 //! - `checkpoint`: what the target has applied, stored in the target.
+//! - `hold`: expiries the target must not carry out before the source's stream does.
 //! - `file`: an RDB file as the source.
 
 mod checkpoint;
 mod file;
 mod follow;
+mod hold;
 mod run;
 mod snapshot;
 mod stream;
 mod writer;
 
 pub use checkpoint::{
-    checkpoint_key, checkpoint_key_of, cleanup, heartbeat_key, Checkpoint, ShardId,
+    checkpoint_key, checkpoint_key_of, cleanup, heartbeat_key, held_key, Checkpoint, ShardId,
 };
 pub use file::{load_file, FileError, FileReport};
+pub use hold::{held_expiry, HOLD_MARGIN_MS, HOLD_SHIFT_MS};
 pub use run::{
     Phase, ShardProgress, ShardReport, Sync, SyncError, SyncMode, SyncOptions, SyncReport,
 };
 pub use snapshot::{score_text, Selection, SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
 pub use stream::{RouteError, Routed, StreamRouter, Write};
-pub use writer::ApplyMode;
+pub use writer::{release_holds, ApplyMode};

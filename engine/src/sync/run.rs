@@ -167,6 +167,10 @@ pub(super) const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
 const OFFSET_FRESHNESS: Duration = Duration::from_secs(1);
 
 /// Milliseconds since the epoch on this machine's clock.
+/// Snapshot keys expiring within this much of the start of the load are held: the stream
+/// that follows runs behind by the load and the catching up after it.
+const SNAPSHOT_HOLD_MS: i64 = 600_000;
+
 pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -672,6 +676,13 @@ impl ShardSync {
         let mut sink =
             SnapshotSink::new(self.mode, self.options.db, self.options.selection.clone())
                 .batch_limits(self.options.batch_keys, self.options.batch_bytes);
+        // A stream follows: it reaches the target only once the snapshot is applied, so
+        // expiries the load and the catching up may pass are held (see `hold`).
+        let hold = self.options.mode != SyncMode::Full
+            && super::writer::holds_expiries(&self.target.server);
+        if hold {
+            sink = sink.hold_expiries(now_ms() as i64 + SNAPSHOT_HOLD_MS);
+        }
         self.progress.snapshot_keys_read.store(0, Ordering::Relaxed);
         self.progress
             .snapshot_keys_expected
@@ -739,6 +750,16 @@ impl ShardSync {
             shard: shard.clone(),
             detail: "the apply task stopped early".into(),
         })?;
+        let holds = sink.take_holds();
+        if !holds.is_empty() {
+            let id = super::checkpoint::ShardId::of(&self.shard);
+            super::writer::record_holds(&self.target, &id, holds, &self.options.apply)
+                .await
+                .map_err(|source| SyncError::Apply {
+                    shard: shard.clone(),
+                    source,
+                })?;
+        }
         let stats = sink.stats().clone();
         tracing::info!(
             shard = %shard,

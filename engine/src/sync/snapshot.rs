@@ -126,6 +126,9 @@ pub struct SnapshotSink {
     /// The sink is [full](Sink::full) with this many groups, or this much memory held.
     max_groups: usize,
     max_bytes: usize,
+    /// Expiries before this are held (see `hold`), each recorded in `holds`.
+    hold_until_ms: Option<i64>,
+    holds: Vec<(Bytes, i64)>,
 }
 
 /// A value being rewritten: the commands of the group being filled and the chunk being
@@ -174,6 +177,32 @@ impl SnapshotSink {
             stats: SnapshotStats::default(),
             max_groups: usize::MAX,
             max_bytes: usize::MAX,
+            hold_until_ms: None,
+            holds: Vec::new(),
+        }
+    }
+
+    /// Holds the expiries that fall before `until_ms` (a stream follows the snapshot and may
+    /// reach the target after them): they are written shifted and recorded (see `hold`).
+    pub fn hold_expiries(mut self, until_ms: i64) -> Self {
+        self.hold_until_ms = Some(until_ms);
+        self
+    }
+
+    /// The keys whose expiries were held since the last call, with the expiry each holds.
+    pub fn take_holds(&mut self) -> Vec<(Bytes, i64)> {
+        std::mem::take(&mut self.holds)
+    }
+
+    /// The expiry to write for `key`: the held one when it falls in the hold window.
+    fn written_expiry(&mut self, key: &[u8], expire_at_ms: Option<i64>) -> Option<i64> {
+        let at = expire_at_ms?;
+        match self.hold_until_ms {
+            Some(until) if at < until => {
+                self.holds.push((Bytes::copy_from_slice(key), at));
+                Some(at + super::hold::HOLD_SHIFT_MS)
+            }
+            _ => Some(at),
         }
     }
 
@@ -207,6 +236,7 @@ impl SnapshotSink {
     /// the value's bytes as the snapshot holds them and the footer. The group's key is a
     /// slice of the same bytes.
     fn restore_group(&mut self, key: &Key<'_>, raw: &[u8], version: u16) -> WriteGroup {
+        let expire_at_ms = self.written_expiry(key.key, key.expire_at_ms);
         let payload_len = 1 + raw.len() + payload::FOOTER_LEN;
         // Numbers and headers take at most 21 bytes each; the names take 40.
         let needed = key.key.len() + payload_len + 9 * 24 + 40;
@@ -226,7 +256,7 @@ impl SnapshotSink {
         let key_at = out.len();
         out.extend_from_slice(key.key);
         out.extend_from_slice(b"\r\n");
-        encode_bulk_decimal(key.expire_at_ms.unwrap_or(0), out);
+        encode_bulk_decimal(expire_at_ms.unwrap_or(0), out);
         encode_bulk_header(payload_len, out);
         payload::append(out, key.rdb_type, raw, version);
         out.extend_from_slice(b"\r\n$7\r\nREPLACE\r\n$6\r\nABSTTL\r\n");
@@ -344,7 +374,8 @@ impl Sink for SnapshotSink {
             Part::Whole
         };
         let name = Bytes::copy_from_slice(key.key);
-        let commands = with_expiry(rewrite.finish(), &name, key.expire_at_ms);
+        let expire_at_ms = self.written_expiry(key.key, key.expire_at_ms);
+        let commands = with_expiry(rewrite.finish(), &name, expire_at_ms);
         self.stats.rewritten += 1;
         self.push(WriteGroup::part(name, commands, part));
         Ok(())

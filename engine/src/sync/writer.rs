@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
-use super::checkpoint::{checkpoint_key_of, Checkpoint, ShardId};
+use super::checkpoint::{checkpoint_key_of, held_key, Checkpoint, ShardId};
+use super::hold::{self, HOLD_MARGIN_MS, HOLD_SHIFT_MS};
+use super::run::now_ms;
 use super::stream::Write;
 use crate::apply::{connect, printable, ApplyConfig, ApplyError};
 use crate::deployment::Deployment;
@@ -67,6 +69,12 @@ return 'OK'"#;
 /// stream, in exchange for one write fewer per batch.
 const AT_LEAST_ONCE_CHECKPOINT: Duration = Duration::from_millis(250);
 
+/// How often a writer settles the expiries it holds (see `hold`).
+const RELEASE_PERIOD: Duration = Duration::from_millis(500);
+
+/// Held expiries settled by one release script at most.
+const RELEASE_LIMIT: usize = 1000;
+
 /// Commands with more arguments than this do not fit one Lua call (`unpack` limit).
 const SCRIPT_MAX_ARGS: usize = 7900;
 
@@ -90,6 +98,11 @@ struct NodeWriter {
     checkpointed: Instant,
     units: Vec<Write>,
     link: Option<Link>,
+    /// This shard's held expiries on the master (`hold`): how many the set had after the
+    /// last release (`None`: not known yet), and when that ran.
+    held_key: Bytes,
+    held: Option<u64>,
+    released: Instant,
 }
 
 /// What every writer of one shard shares.
@@ -99,6 +112,9 @@ struct Context {
     mode: ApplyMode,
     config: ApplyConfig,
     target: Deployment,
+    /// Expiries are held (`hold`), and where the stream is in the source's time (ms).
+    hold: bool,
+    stream_time_ms: i64,
 }
 
 /// The writers of one source shard, one per target master.
@@ -110,10 +126,15 @@ pub struct StreamApplier {
     replid: ReplId,
     writers: Vec<NodeWriter>,
     pending: usize,
+    /// The target reads expiries exactly (`PEXPIRETIME`), so expiries can be held.
+    hold: bool,
+    /// How far the stream runs behind the source (the heartbeat lag), in ms.
+    lag_ms: i64,
 }
 
 impl StreamApplier {
     pub fn new(shard: ShardId, target: Deployment, mode: ApplyMode, config: ApplyConfig) -> Self {
+        let hold = holds_expiries(&target.server);
         let writers = target
             .topology
             .shards
@@ -127,6 +148,9 @@ impl StreamApplier {
                     .min()
                     .unwrap_or(Slot::new(0).expect("slot 0")),
                 key: checkpoint_key_of(s),
+                held_key: held_key(&checkpoint_key_of(s), &shard),
+                held: None,
+                released: Instant::now(),
                 applied: ReplOffset::default(),
                 applied_db: 0,
                 fresh: true,
@@ -145,7 +169,15 @@ impl StreamApplier {
             replid: ReplId::parse(&[b'0'; ReplId::LEN]).expect("40 hex digits"),
             writers,
             pending: 0,
+            hold,
+            lag_ms: 0,
         }
+    }
+
+    /// How far the stream runs behind the source now: expiries closer than that (plus a
+    /// margin) are held until the stream passes them.
+    pub fn set_lag(&mut self, lag_ms: u64) {
+        self.lag_ms = lag_ms.min(i64::MAX as u64) as i64;
     }
 
     pub fn replid(&self) -> ReplId {
@@ -278,6 +310,14 @@ impl StreamApplier {
                 })?;
         let writer = &mut self.writers[index];
         if offset > writer.applied {
+            let mut write = write;
+            if self.hold {
+                let until = now_ms() as i64 + self.lag_ms + HOLD_MARGIN_MS;
+                hold_expiries(&mut write, &writer.held_key, until);
+                if write.other_slots.contains(&writer.held_key) {
+                    writer.held = Some(writer.held.unwrap_or(0) + 1);
+                }
+            }
             writer.units.push(write);
             self.pending += 1;
         }
@@ -399,6 +439,8 @@ impl StreamApplier {
             mode: self.mode,
             config: self.config.clone(),
             target: self.target.clone(),
+            hold: self.hold,
+            stream_time_ms: now_ms() as i64 - self.lag_ms,
         }
     }
 
@@ -480,6 +522,7 @@ impl NodeWriter {
                     self.applied = end;
                     self.applied_db = db;
                     self.units.clear();
+                    self.settle_holds(context).await;
                     return Ok(());
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
@@ -544,6 +587,25 @@ impl NodeWriter {
             backoff = (backoff * 2).min(context.config.max_backoff);
             if recovering {
                 self.relocate(&context.target, &context.config).await;
+            }
+        }
+    }
+
+    /// Lets the target carry out the held expiries the stream has passed (the source expired
+    /// those keys; its `DEL` may come later), at most every [`RELEASE_PERIOD`].
+    async fn settle_holds(&mut self, context: &Context) {
+        if !context.hold || self.held == Some(0) || self.released.elapsed() < RELEASE_PERIOD {
+            return;
+        }
+        self.released = Instant::now();
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        match release(link, &self.held_key, context.stream_time_ms, false).await {
+            Ok(left) => self.held = Some(left),
+            // The next flush tries again; nothing depends on it meanwhile.
+            Err(e) => {
+                tracing::debug!(node = %self.addr, error = %e, "releasing held expiries failed")
             }
         }
     }
@@ -856,6 +918,135 @@ fn is_transient(text: &str) -> bool {
         "OOM" | "LOADING" | "TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "READONLY" | "BUSY"
     ) || text.contains("OOM command not allowed")
         || text.contains("READONLY")
+}
+
+/// Whether the target can hold expiries: it must read them exactly (`PEXPIRETIME`, Redis
+/// 7.0+ and every Valkey).
+pub(super) fn holds_expiries(server: &crate::deployment::ServerInfo) -> bool {
+    server.family == crate::deployment::Family::Valkey || server.version >= (7, 0, 0)
+}
+
+/// Rewrites the expiries of `write` that fall before `until` into held ones, each followed
+/// by its record in `held` (a key of the same master, in another slot).
+fn hold_expiries(write: &mut Write, held: &Bytes, until: i64) {
+    let mut commands = Vec::with_capacity(write.commands.len());
+    let mut any = false;
+    for mut command in std::mem::take(&mut write.commands) {
+        let record = hold::hold(&mut command, until);
+        commands.push(command);
+        if let Some(record) = record {
+            any = true;
+            commands.push(
+                Command::new("ZADD")
+                    .arg(held.clone())
+                    .arg(record.expire_at_ms.to_string())
+                    .arg(record.key),
+            );
+        }
+    }
+    write.commands = commands;
+    if any && !write.other_slots.contains(held) {
+        write.other_slots.push(held.clone());
+    }
+}
+
+/// Gives every expiry that the sync of `shards` holds on the target its own back: after a
+/// clean stop, so that the target carries out each key's own expiry again.
+pub async fn release_holds(
+    target: &Deployment,
+    shards: &[ShardId],
+    config: &ApplyConfig,
+) -> Result<(), ApplyError> {
+    if !holds_expiries(&target.server) {
+        return Ok(());
+    }
+    for master in &target.topology.shards {
+        let mut link = open(target, &master.master, config)
+            .await
+            .map_err(link_error)?;
+        let checkpoint = checkpoint_key_of(master);
+        for shard in shards {
+            let held = held_key(&checkpoint, shard);
+            while release(&mut link, &held, 0, true)
+                .await
+                .map_err(link_error)?
+                > 0
+            {}
+        }
+    }
+    Ok(())
+}
+
+/// Records expiries a snapshot held (key, its own expiry) in the sets of `shard` on the
+/// target masters owning the keys, where the stream's writers settle them.
+pub(super) async fn record_holds(
+    target: &Deployment,
+    shard: &ShardId,
+    holds: Vec<(Bytes, i64)>,
+    config: &ApplyConfig,
+) -> Result<(), ApplyError> {
+    let mut by_master: Vec<Vec<(Bytes, i64)>> = vec![Vec::new(); target.topology.shards.len()];
+    for (key, at) in holds {
+        if let Some(index) = target.topology.owner_index(Slot::of_key(&key)) {
+            by_master[index].push((key, at));
+        }
+    }
+    for (master, holds) in target.topology.shards.iter().zip(by_master) {
+        if holds.is_empty() {
+            continue;
+        }
+        let held = held_key(&checkpoint_key_of(master), shard);
+        let mut link = open(target, &master.master, config)
+            .await
+            .map_err(link_error)?;
+        for chunk in holds.chunks(512) {
+            let mut zadd = Command::new("ZADD").arg(held.clone());
+            for (key, at) in chunk {
+                zadd = zadd.arg(at.to_string()).arg(key.clone());
+            }
+            link.queue_command(&zadd);
+            if let Some(Frame::Error(e)) = link.exchange().await.map_err(link_error)?.first() {
+                return Err(ApplyError::Rejected {
+                    key: printable(&held),
+                    command: "ZADD".into(),
+                    reply: String::from_utf8_lossy(e).into_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs [`hold::RELEASE`] on one master: up to `stream_time_ms` (or everything, `all`).
+/// Returns how many held expiries remain.
+pub(super) async fn release(
+    link: &mut Link,
+    held: &[u8],
+    stream_time_ms: i64,
+    all: bool,
+) -> Result<u64, LinkError> {
+    let upto = stream_time_ms.to_string();
+    let shift = HOLD_SHIFT_MS.to_string();
+    let limit = RELEASE_LIMIT.to_string();
+    let reply = link
+        .call(&[
+            &b"EVAL"[..],
+            hold::RELEASE.as_bytes(),
+            b"0",
+            held,
+            upto.as_bytes(),
+            shift.as_bytes(),
+            limit.as_bytes(),
+            if all { b"all" } else { b"due" },
+        ])
+        .await?;
+    match reply {
+        Frame::Integer(left) => Ok(left.max(0) as u64),
+        other => {
+            tracing::warn!(reply = ?other, "releasing held expiries was refused");
+            Ok(0)
+        }
+    }
 }
 
 /// `MOVED`, or `READONLY` from a node that became a replica.

@@ -9,7 +9,7 @@ use ferry_engine::endpoint::Endpoint;
 use ferry_engine::sync::{ShardProgress, Sync, SyncMode, SyncOptions};
 use ferry_fixtures::data::OpKind;
 use ferry_fixtures::exact::await_equal;
-use ferry_fixtures::{Dataset, Deployment, LocalCluster, Workload};
+use ferry_fixtures::{Dataset, Deployment, LocalCluster, LocalServer, Node, Workload};
 
 fn endpoint(deployment: &dyn Deployment) -> Endpoint {
     Endpoint::parse(&deployment.nodes()[0].addr().url()).unwrap()
@@ -667,4 +667,109 @@ async fn a_target_out_of_memory_waits_and_loses_nothing() {
     sync.caught_up(Duration::from_secs(20)).await;
     assert_exact(&source, &target).await;
     sync.stop().await;
+}
+
+/// Reads `PEXPIRETIME key` on the first master of a deployment.
+fn expire_time(deployment: &dyn Deployment, key: &str) -> i64 {
+    let addr = deployment.nodes()[0].addr();
+    let mut connection = redis::Client::open(addr.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("PEXPIRETIME")
+        .arg(key)
+        .query(&mut connection)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_the_source_ran_just_before_an_expiry_land_although_the_target_passed_it() {
+    let source = LocalServer::builder().start().unwrap();
+    let target = LocalServer::builder().start().unwrap();
+    let mut sync = Running::start(&source, &target, options(SyncMode::FullIncr)).await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    // The target stands still while the source writes keys that expire 1.5 s later, then
+    // writes them again before that and extends their TTL: the stream reaches the target
+    // only after its clock passed the first expiry.
+    let stalled = target.master();
+    stalled.pause().unwrap();
+    let addr = source.nodes()[0].addr();
+    let mut connection = redis::Client::open(addr.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg("text")
+        .arg("a:")
+        .arg("PX")
+        .arg(1_500)
+        .ignore()
+        .cmd("APPEND")
+        .arg("text")
+        .arg("b")
+        .ignore()
+        .cmd("HSET")
+        .arg("hash")
+        .arg("f")
+        .arg(1)
+        .arg("g")
+        .arg(2)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg("hash")
+        .arg(1_500)
+        .ignore()
+        .cmd("HINCRBY")
+        .arg("hash")
+        .arg("f")
+        .arg(10)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg("text")
+        .arg(120_000)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg("hash")
+        .arg(120_000)
+        .ignore()
+        // Held to the end: it expires within the hold margin.
+        .cmd("SET")
+        .arg("soon")
+        .arg("v")
+        .arg("PX")
+        .arg(20_000)
+        .ignore()
+        .query(&mut connection)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    stalled.resume().unwrap();
+    sync.caught_up(Duration::from_secs(30)).await;
+    assert_exact(&source, &target).await;
+    let held = expire_time(&target, "soon");
+    let own = expire_time(&source, "soon");
+    assert_eq!(
+        ferry_engine::sync::held_expiry(held, own),
+        Some(own),
+        "the target holds the expiry of `soon` shifted"
+    );
+    // A clean stop gives held expiries back.
+    let progress_target = endpoint(&target);
+    sync.stop().await;
+    let target_deployment =
+        ferry_engine::deployment::Deployment::discover(&progress_target, Duration::from_secs(5))
+            .await
+            .unwrap();
+    let shards = [ferry_engine::sync::ShardId::from_first_slot(
+        ferry_engine::route::Slot::new(0).unwrap(),
+    )];
+    ferry_engine::sync::release_holds(
+        &target_deployment,
+        &shards,
+        &ferry_engine::apply::ApplyConfig::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(expire_time(&target, "soon"), own);
+    assert_exact(&source, &target).await;
 }

@@ -981,11 +981,26 @@ impl ProbePlan {
                         expire_at: None,
                         encoding,
                     },
-                    ms => Probe {
-                        ty,
-                        expire_at: Some(if self.exact { ms } else { now_ms + ms }),
-                        encoding,
-                    },
+                    ms => {
+                        let at = if self.exact { ms } else { now_ms + ms };
+                        // ferry holds an expiry the target must not carry out before the
+                        // source's stream does: the key has its own expiry, and once that
+                        // has passed it is gone as far as the copy goes.
+                        let clock = if self.exact { wall_ms() } else { now_ms };
+                        match crate::config::held_expiry(at, clock) {
+                            Some(held) if held <= clock => Probe::default(),
+                            Some(held) => Probe {
+                                ty,
+                                expire_at: Some(held),
+                                encoding,
+                            },
+                            None => Probe {
+                                ty,
+                                expire_at: Some(at),
+                                encoding,
+                            },
+                        }
+                    }
                 };
             }
         }
@@ -996,6 +1011,14 @@ impl ProbePlan {
 /// The expiry when the side reads it exactly (`PEXPIRETIME`), for fingerprints.
 fn exact_expiry(side: &Side, probe: Probe) -> Option<i64> {
     side.caps.pexpiretime.then_some(probe.expire_at).flatten()
+}
+
+/// This machine's clock in Unix milliseconds.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A `TIME` reply as Unix milliseconds.
