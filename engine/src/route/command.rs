@@ -64,6 +64,8 @@ pub struct CommandInfo {
     pub key_specs: Vec<KeySpec>,
     /// Subcommands by lowercase name (`create` of `xgroup`).
     pub subcommands: HashMap<String, CommandInfo>,
+    /// The server's own procedure for this command's keys, where ferry knows it.
+    pub(crate) getkeys: Option<getkeys::Procedure>,
 }
 
 /// The keys of one command line.
@@ -147,14 +149,18 @@ impl CommandTable {
         let Some(info) = self.info(argv) else {
             return Keys::UnknownCommand;
         };
-        let procedure = || getkeys::keys(argv, self.key_specs).map_or(Keys::Unknown, Keys::Found);
+        let procedure = || {
+            info.getkeys.map_or(Keys::Unknown, |procedure| {
+                Keys::Found(procedure.keys(argv, self.key_specs))
+            })
+        };
         if info.key_specs.is_empty() {
             if info.flags.iter().any(|f| f == "movablekeys") {
                 return procedure();
             }
             return legacy_keys(info, argv);
         }
-        if info.key_specs.iter().any(|s| s.variable_flags) && getkeys::has_procedure(&info.name) {
+        if info.getkeys.is_some() && info.key_specs.iter().any(|s| s.variable_flags) {
             return procedure();
         }
         let mut keys = Vec::new();
@@ -340,6 +346,7 @@ fn parse_command(entry: &Frame) -> Result<CommandInfo, CommandReplyError> {
         subcommands.insert(short, info);
     }
     Ok(CommandInfo {
+        getkeys: getkeys::procedure(&name),
         name,
         arity,
         flags,

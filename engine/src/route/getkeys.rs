@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 /// How one command's keys are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Procedure {
+pub(crate) enum Procedure {
     /// `[store] numkeys key... options` (`genericGetKeys`): the `count` argument says how many
     /// keys follow from `first`; `store` is the destination, returned after them.
     NumKeys {
@@ -78,38 +78,36 @@ const SCRIPT: Procedure = Procedure::NumKeys {
     first: 3,
 };
 
-/// Whether ferry knows the key-finding procedure of `name` (lowercase).
-pub fn has_procedure(name: &str) -> bool {
-    procedure(name).is_some()
-}
-
-/// The keys of `argv` as the server's procedure for its command finds them, or `None` when
-/// ferry has no procedure for it. `key_specs` says whether the server has key specs (7.0+),
-/// which is where `MIGRATE` learned to skip `AUTH` and `AUTH2` values.
-pub fn keys(argv: &[Bytes], key_specs: bool) -> Option<Vec<Bytes>> {
-    let name = String::from_utf8_lossy(argv.first()?).to_ascii_lowercase();
-    let positions = match procedure(&name)? {
-        Procedure::NumKeys {
-            store,
-            count,
-            first,
-        } => numkeys(argv, store, count, first),
-        Procedure::Sort => sort(argv),
-        Procedure::First => (argv.len() > 1).then_some(1).into_iter().collect(),
-        Procedure::Migrate => migrate(argv, key_specs),
-        Procedure::Georadius => georadius(argv),
-        Procedure::Xread => xread(argv),
-        Procedure::Lcs => lcs(argv),
-        Procedure::MemoryUsage => memory_usage(argv),
-    };
-    Some(positions.into_iter().map(|i| argv[i].clone()).collect())
-}
-
-fn procedure(name: &str) -> Option<Procedure> {
+/// The procedure of the command `name` (lowercase, as `COMMAND` lists it), where ferry
+/// knows it.
+pub(crate) fn procedure(name: &str) -> Option<Procedure> {
     PROCEDURES
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, procedure)| *procedure)
+}
+
+impl Procedure {
+    /// The keys of `argv` (a line of this procedure's command) as the server finds them.
+    /// `key_specs` says whether the server has key specs (7.0+), which is where `MIGRATE`
+    /// learned to skip `AUTH` and `AUTH2` values.
+    pub(crate) fn keys(self, argv: &[Bytes], key_specs: bool) -> Vec<Bytes> {
+        let positions = match self {
+            Procedure::NumKeys {
+                store,
+                count,
+                first,
+            } => numkeys(argv, store, count, first),
+            Procedure::Sort => sort(argv),
+            Procedure::First => (argv.len() > 1).then_some(1).into_iter().collect(),
+            Procedure::Migrate => migrate(argv, key_specs),
+            Procedure::Georadius => georadius(argv),
+            Procedure::Xread => xread(argv),
+            Procedure::Lcs => lcs(argv),
+            Procedure::MemoryUsage => memory_usage(argv),
+        };
+        positions.into_iter().map(|i| argv[i].clone()).collect()
+    }
 }
 
 fn is(arg: &[u8], word: &str) -> bool {
@@ -282,8 +280,11 @@ mod tests {
     }
 
     fn found(line: &str, key_specs: bool) -> Vec<String> {
-        keys(&argv(line), key_specs)
+        let argv = argv(line);
+        let name = String::from_utf8_lossy(&argv[0]).to_ascii_lowercase();
+        procedure(&name)
             .unwrap()
+            .keys(&argv, key_specs)
             .iter()
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .collect()
@@ -339,8 +340,8 @@ mod tests {
 
     #[test]
     fn commands_without_a_procedure_are_none() {
-        assert_eq!(keys(&argv("SET k v"), false), None);
-        assert!(has_procedure("zunionstore"));
-        assert!(!has_procedure("set"));
+        assert_eq!(procedure("set"), None);
+        assert_eq!(procedure("memory|usage"), None);
+        assert_eq!(procedure("zunionstore"), Some(STORE_NUMKEYS));
     }
 }

@@ -5,9 +5,9 @@
 //! keyed for routing (a `MULTI`/`EXEC` block comes out at `EXEC` as one unit per target
 //! master), "clear this shard's keys" (`FLUSHALL`, `FLUSHDB`), or a command every target master
 //! runs (`FUNCTION` and `SCRIPT` management). Keys are found by the source's own key specs
-//! ([`CommandTable`]), so commands this code has never heard of route correctly; commands
-//! whose keys move with their arguments on servers without key specs (`ZUNIONSTORE`, `SORT`,
-//! `GEORADIUS ... STORE`, scripts) by the servers' own procedures.
+//! ([`CommandTable`]), so commands this code has never heard of route correctly, and where
+//! no key spec says (`ZUNIONSTORE`, `SORT ... STORE`, `GEORADIUS ... STORE` and scripts on
+//! servers before 7.0) by the servers' own key-finding procedures.
 //!
 //! Each write says whether applying it twice changes the result ([`Write::relative`]): that is
 //! what the exactly-once apply needs to know.
