@@ -373,7 +373,8 @@ async fn check_movable(binary: ServerBinary) {
 async fn movable_keys_match_command_getkeys_on_every_server_build() {
     check_movable(ServerBinary::find().unwrap()).await;
     for name in CACHED_BUILDS {
-        if let Some(binary) = ServerBinary::cached_or_skip(name, "movable keys checked against it")
+        if let Some(binary) =
+            ServerBinary::cached_or_skip(name, "movable keys against its COMMAND GETKEYS")
         {
             check_movable(binary).await;
         }

@@ -141,7 +141,9 @@ async fn movable_key_writes_of_redis_5_and_6_2_sources_stream_into_standalone_an
 {
     let sources: Vec<ServerBinary> = ["redis-5.0.10", "redis-6.2.16"]
         .iter()
-        .filter_map(|name| ServerBinary::cached_or_skip(name, "a source without key specs"))
+        .filter_map(|name| {
+            ServerBinary::cached_or_skip(name, "streaming movable-key writes from it")
+        })
         .collect();
     for binary in sources {
         let standalone = LocalServer::builder().start().unwrap();

@@ -160,8 +160,10 @@ async fn stream_commands_become_routed_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn movable_key_commands_of_a_source_without_key_specs_route_by_their_keys() {
-    let Some(redis5) = ServerBinary::cached_or_skip("redis-5.0.10", "a table without key specs")
-    else {
+    let Some(redis5) = ServerBinary::cached_or_skip(
+        "redis-5.0.10",
+        "routing by its COMMAND table (no key specs)",
+    ) else {
         return;
     };
     let server = LocalServer::builder().binary(redis5).start().unwrap();
