@@ -1,12 +1,15 @@
 //! Which arguments of a command are keys, read from the server's own `COMMAND` reply: the
 //! key specs of Redis 7+ and Valkey (begin search by index or keyword, find keys by range or
 //! by a key count), and the legacy first/last/step triple of older servers. New commands
-//! route without code changes, as long as the server describes them.
+//! route without code changes, as long as the server describes them. Commands whose keys the
+//! description does not fix (`movablekeys` before 7.0; an incomplete or unknown key spec, or
+//! one whose flags vary, later) are found by the server's own procedure (`getkeys.rs`).
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
 
+use super::getkeys;
 use crate::resp::Frame;
 
 /// Where the search for a key spec's keys begins (`begin_search`).
@@ -43,6 +46,11 @@ pub enum FindKeys {
 pub struct KeySpec {
     pub begin: BeginSearch,
     pub find: FindKeys,
+    /// `incomplete`: the keys it finds are not all the command's keys (`MIGRATE ... KEYS`).
+    pub incomplete: bool,
+    /// `variable_flags`: how the keys are used depends on the arguments; the server then finds
+    /// them with its procedure (`GEORADIUS` on Valkey).
+    pub variable_flags: bool,
 }
 
 /// What the server says about one command.
@@ -56,6 +64,8 @@ pub struct CommandInfo {
     pub key_specs: Vec<KeySpec>,
     /// Subcommands by lowercase name (`create` of `xgroup`).
     pub subcommands: HashMap<String, CommandInfo>,
+    /// The server's own procedure for this command's keys, where ferry knows it.
+    pub(crate) getkeys: Option<getkeys::Procedure>,
 }
 
 /// The keys of one command line.
@@ -63,8 +73,8 @@ pub struct CommandInfo {
 pub enum Keys {
     /// The key arguments, in order.
     Found(Vec<Bytes>),
-    /// A spec of this command cannot be followed (`SORT ... STORE`): ask the server
-    /// (`COMMAND GETKEYS`) or refuse.
+    /// What the server says does not fix the keys and ferry does not know the server's
+    /// procedure for this command (a module's command, say): refuse.
     Unknown,
     /// The server does not know the command.
     UnknownCommand,
@@ -79,6 +89,8 @@ pub struct CommandReplyError(String);
 #[derive(Debug, Clone, Default)]
 pub struct CommandTable {
     commands: HashMap<String, CommandInfo>,
+    /// The server describes commands by key specs (Redis 7.0+, Valkey).
+    key_specs: bool,
 }
 
 impl CommandTable {
@@ -95,7 +107,16 @@ impl CommandTable {
             let info = parse_command(entry)?;
             commands.insert(info.name.clone(), info);
         }
-        Ok(CommandTable { commands })
+        let key_specs = commands.values().any(|c| !c.key_specs.is_empty());
+        Ok(CommandTable {
+            commands,
+            key_specs,
+        })
+    }
+
+    /// Every command, in no particular order (subcommands are in each one's `subcommands`).
+    pub fn commands(&self) -> impl Iterator<Item = &CommandInfo> {
+        self.commands.values()
     }
 
     pub fn len(&self) -> usize {
@@ -122,19 +143,33 @@ impl CommandTable {
         Some(self.info(argv)?.flags.iter().any(|f| f == "write"))
     }
 
-    /// The key arguments of `argv`, as the server would find them.
+    /// The key arguments of `argv`, as the server would find them: by the key specs where
+    /// they are complete, otherwise by the server's procedure (as the server does).
     pub fn keys(&self, argv: &[Bytes]) -> Keys {
         let Some(info) = self.info(argv) else {
             return Keys::UnknownCommand;
         };
+        let procedure = || {
+            info.getkeys.map_or(Keys::Unknown, |procedure| {
+                Keys::Found(procedure.keys(argv, self.key_specs))
+            })
+        };
         if info.key_specs.is_empty() {
+            if info.flags.iter().any(|f| f == "movablekeys") {
+                return procedure();
+            }
             return legacy_keys(info, argv);
+        }
+        if info.getkeys.is_some() && info.key_specs.iter().any(|s| s.variable_flags) {
+            return procedure();
         }
         let mut keys = Vec::new();
         for spec in &info.key_specs {
             match spec_keys(spec, argv) {
+                // The server gives up on an incomplete spec that found its start.
+                Some(found) if spec.incomplete && !found.is_empty() => return procedure(),
                 Some(found) => keys.extend(found.into_iter().cloned()),
-                None => return Keys::Unknown,
+                None => return procedure(),
             }
         }
         Keys::Found(keys)
@@ -221,13 +256,10 @@ fn step_keys(argv: &[Bytes], first: i64, last: i64, step: i64) -> Vec<&Bytes> {
         .collect()
 }
 
-/// Keys from `(first, last, step)` (servers before 7.0); `movablekeys` commands cannot be
-/// followed that way.
+/// Keys from `(first, last, step)` (servers before 7.0, commands that are not
+/// `movablekeys`).
 fn legacy_keys(info: &CommandInfo, argv: &[Bytes]) -> Keys {
     let (first, last, step) = info.legacy;
-    if info.flags.iter().any(|f| f == "movablekeys") {
-        return Keys::Unknown;
-    }
     if first == 0 {
         return Keys::Found(Vec::new());
     }
@@ -314,6 +346,7 @@ fn parse_command(entry: &Frame) -> Result<CommandInfo, CommandReplyError> {
         subcommands.insert(short, info);
     }
     Ok(CommandInfo {
+        getkeys: getkeys::procedure(&name),
         name,
         arity,
         flags,
@@ -372,7 +405,20 @@ fn parse_key_spec(frame: &Frame) -> KeySpec {
         },
         _ => FindKeys::Unknown,
     };
-    KeySpec { begin, find }
+    let flags: Vec<String> = spec
+        .get("flags")
+        .and_then(|f| array(f))
+        .unwrap_or_default()
+        .iter()
+        .filter_map(text)
+        .collect();
+    let flag = |name: &str| flags.iter().any(|f| f.eq_ignore_ascii_case(name));
+    KeySpec {
+        begin,
+        find,
+        incomplete: flag("incomplete"),
+        variable_flags: flag("variable_flags"),
+    }
 }
 
 #[cfg(test)]
@@ -408,13 +454,22 @@ mod tests {
             legacy("mset", &["write"], 1, -1, 2),
             legacy("eval", &["noscript", "movablekeys"], 0, 0, 0),
             legacy("ping", &["fast"], 0, 0, 0),
+            legacy("module.cmd", &["write", "movablekeys"], 0, 0, 0),
         ]));
         let table = CommandTable::from_reply(&reply).unwrap();
         assert_eq!(
             table.keys(&argv(&["MSET", "a", "1", "b", "2"])),
             Keys::Found(argv(&["a", "b"]))
         );
-        assert_eq!(table.keys(&argv(&["EVAL", "s", "1", "k"])), Keys::Unknown);
+        assert_eq!(
+            table.keys(&argv(&["EVAL", "s", "1", "k"])),
+            Keys::Found(argv(&["k"]))
+        );
+        assert_eq!(
+            table.keys(&argv(&["MODULE.CMD", "k"])),
+            Keys::Unknown,
+            "a movablekeys command without a known procedure"
+        );
         assert_eq!(table.keys(&argv(&["PING"])), Keys::Found(Vec::new()));
         assert_eq!(table.is_write(&argv(&["mset", "a", "1"])), Some(true));
     }

@@ -2,6 +2,7 @@
 //! which keys a filter selects.
 
 mod command;
+mod getkeys;
 mod pattern;
 mod slot;
 mod topology;

@@ -5,7 +5,9 @@
 //! keyed for routing (a `MULTI`/`EXEC` block comes out at `EXEC` as one unit per target
 //! master), "clear this shard's keys" (`FLUSHALL`, `FLUSHDB`), or a command every target master
 //! runs (`FUNCTION` and `SCRIPT` management). Keys are found by the source's own key specs
-//! ([`CommandTable`]), so commands this code has never heard of route correctly.
+//! ([`CommandTable`]), so commands this code has never heard of route correctly, and where
+//! no key spec says (`ZUNIONSTORE`, `SORT ... STORE`, `GEORADIUS ... STORE` and scripts on
+//! servers before 7.0) by the servers' own key-finding procedures.
 //!
 //! Each write says whether applying it twice changes the result ([`Write::relative`]): that is
 //! what the exactly-once apply needs to know.
@@ -246,14 +248,10 @@ impl StreamRouter {
         }
         let keys = match self.table.keys(command.argv()) {
             Keys::Found(keys) => keys,
-            // `SORT key ... STORE dest`: the spec of `dest` is incomplete; the syntax is known.
-            Keys::Unknown if name == "sort" => sort_keys(&command),
-            // Servers without key specs mark scripts "movablekeys": `numkeys` says.
-            Keys::Unknown if VERBATIM_SCRIPTS.contains(&name) => script_keys(&command),
             Keys::Unknown => {
                 return Err(error(
                     &command,
-                    "the source's key specs do not say which arguments are keys",
+                    "the source's COMMAND table does not say which arguments are keys",
                 ))
             }
             Keys::UnknownCommand => {
@@ -361,26 +359,6 @@ fn error(command: &Command, reason: &str) -> RouteError {
         command: printable(command.name()).to_ascii_uppercase(),
         reason: reason.to_string(),
     }
-}
-
-/// `SORT key [... STORE dest]`: the sorted key and the destination.
-fn sort_keys(command: &Command) -> Vec<Bytes> {
-    let args = command.args();
-    let mut keys: Vec<Bytes> = args.first().cloned().into_iter().collect();
-    if let Some(at) = args.iter().position(|a| a.eq_ignore_ascii_case(b"store")) {
-        keys.extend(args.get(at + 1).cloned());
-    }
-    keys
-}
-
-/// `EVAL script numkeys key... arg...` (and `EVALSHA`, `FCALL`): the keys.
-fn script_keys(command: &Command) -> Vec<Bytes> {
-    let args = command.args();
-    let count = args
-        .get(1)
-        .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
-        .unwrap_or(0);
-    args.iter().skip(2).take(count).cloned().collect()
 }
 
 /// `MOVE key db`: the destination db.

@@ -3,6 +3,7 @@
 mod apply;
 mod commands;
 mod incr;
+mod legacy;
 mod precheck;
 mod rdb;
 mod replica;

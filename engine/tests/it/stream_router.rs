@@ -10,7 +10,7 @@ use ferry_engine::link::Link;
 use ferry_engine::resp::Command;
 use ferry_engine::route::{CommandTable, KeyFilter};
 use ferry_engine::sync::{Routed, StreamRouter};
-use ferry_fixtures::{Deployment, LocalCluster, LocalServer, Node};
+use ferry_fixtures::{Deployment, LocalCluster, LocalServer, Node, ServerBinary};
 
 fn command(line: &str) -> Command {
     Command::from_argv(
@@ -167,5 +167,54 @@ async fn stream_commands_become_routed_writes() {
         )[0]
         .2,
         ["SET k v", "PEXPIREAT k 1700000000000"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn movable_key_commands_of_a_source_without_key_specs_route_by_their_keys() {
+    let Some(redis5) = ServerBinary::cached_or_skip(
+        "redis-5.0.10",
+        "routing by its COMMAND table (no key specs)",
+    ) else {
+        return;
+    };
+    let server = LocalServer::builder().binary(redis5).start().unwrap();
+    let target = LocalCluster::builder().masters(3).start().unwrap();
+    let addr = (server.master() as &dyn Node).addr();
+    let mut link = Link::connect(
+        &addr.host,
+        addr.port,
+        &Endpoint::plain(&addr.host, addr.port),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let table = CommandTable::from_reply(&link.call(&["COMMAND"]).await.unwrap()).unwrap();
+    let seed = Endpoint::parse(&target.nodes()[0].addr().url()).unwrap();
+    let topology = Discovered::discover(&seed, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .topology;
+    let mut router = StreamRouter::new(table, topology, KeyFilter::default(), 0);
+    let mut route = |line: &str| router.route(command(line));
+
+    for (line, key) in [
+        ("ZUNIONSTORE {z}d 2 {z}a {z}b WEIGHTS 1 2", "{z}a"),
+        ("ZINTERSTORE {z}d 1 {z}a AGGREGATE MAX", "{z}a"),
+        ("SORT {o}in BY w GET store STORE {o}out", "{o}in"),
+        ("GEORADIUS {g}a 15 37 200 km STORE {g}s", "{g}a"),
+        ("GEORADIUSBYMEMBER {g}a m 200 km STOREDIST {g}d", "{g}a"),
+    ] {
+        assert_eq!(
+            writes(route(line).unwrap()),
+            [(key.into(), true, vec![line.into()])],
+            "{line}"
+        );
+    }
+    // Keys of different target masters are refused, as for commands with fixed keys.
+    let error = route("ZUNIONSTORE d 2 a b").unwrap_err();
+    assert!(
+        error.to_string().contains("different target masters"),
+        "{error}"
     );
 }
