@@ -120,9 +120,10 @@ pub async fn run(source: &Endpoint, target: &Endpoint, options: &Options) -> Rep
         Side::read("target", target, options.timeout)
     );
     items.push(connectivity(&source_side, &target_side));
-    let (Ok(source_side), Ok(target_side)) = (source_side, target_side) else {
+    let (Ok(source_side), Ok(mut target_side)) = (source_side, target_side) else {
         return Report { items };
     };
+    count_held_expiries(&mut target_side, &source_side, target, options.timeout).await;
     items.push(distinct(&source_side, &target_side));
     items.push(replication_permission(source, &source_side, options.timeout).await);
     items.push(versions(&source_side, &target_side));
@@ -137,6 +138,46 @@ pub async fn run(source: &Endpoint, target: &Endpoint, options: &Options) -> Rep
     items.push(backlog(&source_side));
     items.push(modules(&source_side, &target_side));
     Report { items }
+}
+
+/// A target master that holds a checkpoint may also hold the sets of expiries a sync of
+/// this source holds there (one per source shard, see the sync's `hold`): they are ferry's
+/// keys too. A master that cannot be asked keeps its count (the safe side).
+async fn count_held_expiries(
+    target: &mut Side,
+    source: &Side,
+    endpoint: &Endpoint,
+    timeout: Duration,
+) {
+    let shards: Vec<crate::sync::ShardId> = source
+        .deployment
+        .topology
+        .shards
+        .iter()
+        .map(crate::sync::ShardId::of)
+        .collect();
+    let db = endpoint.db.filter(|_| !target.deployment.topology.cluster);
+    for (facts, shard) in target
+        .masters
+        .iter_mut()
+        .zip(&target.deployment.topology.shards)
+    {
+        if facts.reserved_keys == 0 || facts.user_keys == 0 {
+            continue;
+        }
+        let checkpoint = crate::sync::checkpoint_key_of(shard);
+        let mut argv: Vec<bytes::Bytes> = vec![bytes::Bytes::from_static(b"EXISTS")];
+        argv.extend(shards.iter().map(|s| crate::sync::held_key(&checkpoint, s)));
+        let Ok(mut link) = crate::apply::connect(&facts.addr, endpoint, db, timeout).await else {
+            continue;
+        };
+        let refs: Vec<&[u8]> = argv.iter().map(|a| a.as_ref()).collect();
+        if let Ok(Frame::Integer(n)) = link.call(&refs).await {
+            let held = (n.max(0) as u64).min(facts.user_keys);
+            facts.user_keys -= held;
+            facts.reserved_keys += held;
+        }
+    }
 }
 
 /// The checks that concern the target alone, for a source that is an RDB file:
@@ -566,7 +607,7 @@ fn target_empty(target: &Side, options: &Options) -> Item {
     if options.resume && checkpoints > 0 {
         return pass(
             "target-empty",
-            format!("{detail} and {checkpoints} ferry checkpoint keys: the sync resumes from them"),
+            format!("{detail} and {checkpoints} ferry keys (checkpoints, held expiries): the sync resumes from them"),
         );
     }
     match options.existing {
