@@ -40,7 +40,7 @@ mod throttle;
 
 pub use census::{Census, DbCount, SlotCount};
 pub use config::{
-    parse_slots, Config, Filter, Mode, RateLimits, ReadFrom, Windows, RESERVED_PREFIX,
+    parse_slots, Config, Filter, Mode, RateLimits, ReadFrom, Windows, RESERVED_PREFIX, HELD_EXPIRY_SHIFT_MS,
 };
 pub use diff::{
     Cause, Change, Detail, DiffKind, Difference, EntryChange, Facts, FieldChange, FieldValue,

@@ -4,6 +4,7 @@
 mod catchup;
 mod copy;
 mod diagnosis;
+mod held;
 mod kinds;
 mod live;
 mod reports;
