@@ -8,9 +8,11 @@
 //! - `writer`: the exactly-once (or at-least-once) apply of the stream, per target master.
 //! - `checkpoint`: what the target has applied, stored in the target.
 //! - `file`: an RDB file as the source.
+//! - `functions`: a snapshot's function libraries on every target master.
 
 mod checkpoint;
 mod file;
+mod functions;
 mod follow;
 mod run;
 mod snapshot;
@@ -21,6 +23,8 @@ pub use checkpoint::{
     checkpoint_key, checkpoint_key_of, cleanup, heartbeat_key, Checkpoint, ShardId,
 };
 pub use file::{load_file, FileError, FileReport};
+pub(crate) use functions::library_names_on;
+pub use functions::{FunctionStats, Others};
 pub use run::{
     Phase, ShardProgress, ShardReport, Sync, SyncError, SyncMode, SyncOptions, SyncReport,
 };

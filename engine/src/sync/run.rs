@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+use super::functions::Others;
 use super::snapshot::{Selection, SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
 use super::stream::RouteError;
 use super::writer::ApplyMode;
@@ -671,7 +672,8 @@ impl ShardSync {
         let mut parser = Parser::new(self.options.parser_config(true));
         let mut sink =
             SnapshotSink::new(self.mode, self.options.db, self.options.selection.clone())
-                .batch_limits(self.options.batch_keys, self.options.batch_bytes);
+                .batch_limits(self.options.batch_keys, self.options.batch_bytes)
+                .target_server(&self.target.server);
         self.progress.snapshot_keys_read.store(0, Ordering::Relaxed);
         self.progress
             .snapshot_keys_expected
@@ -739,10 +741,29 @@ impl ShardSync {
             shard: shard.clone(),
             detail: "the apply task stopped early".into(),
         })?;
+        // Libraries last, once the keys are in: before the stream that may call them.
+        let others =
+            match super::functions::held_elsewhere(&self.source, &self.shard.master, self.options.timeout).await {
+                Some(names) => Others::DeleteExcept(names),
+                None => Others::Keep,
+            };
+        let functions = super::functions::install(
+            &self.target,
+            sink.libraries(),
+            &others,
+            self.options.apply.connect_timeout,
+        )
+        .await
+        .map_err(|source| SyncError::Apply {
+            shard: shard.clone(),
+            source,
+        })?;
         let stats = sink.stats().clone();
         tracing::info!(
             shard = %shard,
             keys = stats.restored + stats.rewritten,
+            libraries = stats.libraries,
+            libraries_deleted = functions.deleted,
             expired = stats.expired,
             bytes = snapshot_bytes,
             "snapshot applied"
