@@ -81,7 +81,11 @@ pub async fn install(
             continue;
         };
         let present = list(&mut link).await.map_err(|reply| {
-            rejected("FUNCTION LIST", String::new(), reply.unwrap_or(Frame::Bulk(None)))
+            rejected(
+                "FUNCTION LIST",
+                String::new(),
+                reply.unwrap_or(Frame::Bulk(None)),
+            )
         })?;
         for name in present {
             if names.contains(&name) || kept.contains(&name) {

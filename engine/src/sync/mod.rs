@@ -12,8 +12,8 @@
 
 mod checkpoint;
 mod file;
-mod functions;
 mod follow;
+mod functions;
 mod run;
 mod snapshot;
 mod stream;

@@ -742,11 +742,16 @@ impl ShardSync {
             detail: "the apply task stopped early".into(),
         })?;
         // Libraries last, once the keys are in: before the stream that may call them.
-        let others =
-            match super::functions::held_elsewhere(&self.source, &self.shard.master, self.options.timeout).await {
-                Some(names) => Others::DeleteExcept(names),
-                None => Others::Keep,
-            };
+        let others = match super::functions::held_elsewhere(
+            &self.source,
+            &self.shard.master,
+            self.options.timeout,
+        )
+        .await
+        {
+            Some(names) => Others::DeleteExcept(names),
+            None => Others::Keep,
+        };
         let functions = super::functions::install(
             &self.target,
             sink.libraries(),

@@ -20,8 +20,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::apply::{Part, WriteGroup};
 use crate::rdb::{
-    payload, Element, Function, Header, Item, Key, Magic, ObjectType, RdbError, Sink, StreamId, ValueEnd,
-    Want,
+    payload, Element, Function, Header, Item, Key, Magic, ObjectType, RdbError, Sink, StreamId,
+    ValueEnd, Want,
 };
 use crate::resp::{encode_bulk, encode_bulk_decimal, encode_bulk_header, Command};
 use crate::route::KeyFilter;

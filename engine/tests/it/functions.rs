@@ -178,10 +178,7 @@ async fn an_rdb_file_brings_its_libraries_and_only_them() {
         .unwrap();
     assert_eq!(report.snapshot.libraries, 1);
     assert_eq!((report.functions.loaded, report.functions.deleted), (1, 1));
-    assert_eq!(
-        libraries(node(&target)),
-        expected(&[("from_file", "f")])
-    );
+    assert_eq!(libraries(node(&target)), expected(&[("from_file", "f")]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +209,9 @@ async fn a_target_without_functions_is_refused_by_the_precheck_and_the_sync() {
     let error = sync.run().await.unwrap_err();
     assert!(
         matches!(error, SyncError::Snapshot { .. })
-            && ["mylib", "otherlib"].iter().any(|l| error.to_string().contains(l)),
+            && ["mylib", "otherlib"]
+                .iter()
+                .any(|l| error.to_string().contains(l)),
         "{error}"
     );
     let keys: u64 = node(&target).query(&redis::cmd("DBSIZE")).unwrap();
