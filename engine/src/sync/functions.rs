@@ -45,8 +45,8 @@ pub struct FunctionStats {
     pub deleted: u64,
 }
 
-/// Loads `libraries` (their code) on every master of `target`, replacing libraries of the
-/// same name, then deletes the target libraries `others` says are gone. Nothing happens on a
+/// Deletes the target libraries that neither `libraries` (their code) nor `others` hold, then
+/// loads `libraries` on every master of `target`, replacing libraries of the same name. Nothing happens on a
 /// target that cannot hold functions when there is nothing to load (the precheck and the
 /// snapshot sink refuse one that would need them).
 pub async fn install(
@@ -59,51 +59,52 @@ pub async fn install(
     if !target.server.holds_functions() {
         return Ok(stats);
     }
+    let names: BTreeSet<Bytes> = libraries
+        .iter()
+        .map(|code| Bytes::from(library_name(code)))
+        .collect();
     for shard in &target.topology.shards {
         let mut link = connect(&shard.master, &target.endpoint, None, timeout)
             .await
             .map_err(link_error)?;
-        let mut names = BTreeSet::new();
+        // Deleted first: a function that moved from a deleted library to a loaded one would
+        // otherwise already exist when its new library is loaded.
+        if let Others::DeleteExcept(kept) = others {
+            let present = list(&mut link).await.map_err(|reply| {
+                rejected(
+                    "FUNCTION LIST",
+                    String::new(),
+                    reply.unwrap_or(Frame::Bulk(None)),
+                )
+            })?;
+            for name in present {
+                if names.contains(&name) || kept.contains(&name) {
+                    continue;
+                }
+                let reply = link
+                    .call(&[&b"FUNCTION"[..], b"DELETE", &name])
+                    .await
+                    .map_err(link_error)?;
+                if let Frame::Error(_) = reply {
+                    return Err(rejected(
+                        "FUNCTION DELETE",
+                        String::from_utf8_lossy(&name).into_owned(),
+                        reply,
+                    ));
+                }
+                tracing::info!(target = %shard.master, library = %String::from_utf8_lossy(&name), "deleted a target library the source does not hold");
+                stats.deleted += 1;
+            }
+        }
         for code in libraries {
             let reply = link
                 .call(&[&b"FUNCTION"[..], b"LOAD", b"REPLACE", code])
                 .await
                 .map_err(link_error)?;
-            match reply {
-                Frame::Bulk(Some(name)) | Frame::SimpleString(name) => {
-                    names.insert(name);
-                }
-                other => return Err(rejected("FUNCTION LOAD", library_name(code), other)),
+            if !matches!(reply, Frame::Bulk(Some(_)) | Frame::SimpleString(_)) {
+                return Err(rejected("FUNCTION LOAD", library_name(code), reply));
             }
             stats.loaded += 1;
-        }
-        let Others::DeleteExcept(kept) = others else {
-            continue;
-        };
-        let present = list(&mut link).await.map_err(|reply| {
-            rejected(
-                "FUNCTION LIST",
-                String::new(),
-                reply.unwrap_or(Frame::Bulk(None)),
-            )
-        })?;
-        for name in present {
-            if names.contains(&name) || kept.contains(&name) {
-                continue;
-            }
-            let reply = link
-                .call(&[&b"FUNCTION"[..], b"DELETE", &name])
-                .await
-                .map_err(link_error)?;
-            if let Frame::Error(_) = reply {
-                return Err(rejected(
-                    "FUNCTION DELETE",
-                    String::from_utf8_lossy(&name).into_owned(),
-                    reply,
-                ));
-            }
-            tracing::info!(target = %shard.master, library = %String::from_utf8_lossy(&name), "deleted a target library the source no longer holds");
-            stats.deleted += 1;
         }
     }
     Ok(stats)

@@ -87,9 +87,14 @@ async fn a_full_sync_loads_the_sources_libraries_and_drops_the_targets_others() 
     load(node(&source), &library("kept", "1"));
     load(node(&source), &library("changed", "new"));
     set(node(&source), "k");
-    // The target holds an older version of one library and one the source does not have.
+    // The target holds an older version of one library, one the source does not have, and
+    // one whose function the source has in another library.
     load(node(&target), &library("changed", "old"));
     load(node(&target), &library("stale", "x"));
+    load(
+        node(&target),
+        "#!lua name=moved\nredis.register_function('f_kept', function() return 0 end)",
+    );
 
     full_sync(&source, &target).await;
 
@@ -219,7 +224,7 @@ async fn a_target_without_functions_is_refused_by_the_precheck_and_the_sync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_source_without_libraries_passes_and_valkey_holds_them() {
+async fn a_source_without_libraries_passes_and_valkey_holds_and_sends_them() {
     let Ok(valkey) = ServerBinary::cached("valkey-9.1.2") else {
         println!("SKIPPED: valkey-9.1.2 is not under ~/.cache/ferry/servers");
         return;
@@ -243,4 +248,9 @@ async fn a_source_without_libraries_passes_and_valkey_holds_them() {
     assert_eq!(item.status, Status::Pass, "{item:?}");
     full_sync(&source, &target).await;
     assert_eq!(libraries(node(&target)), expected(&[("lib", "v")]));
+
+    // And back: Valkey 9's own snapshot format carries them too.
+    let back = LocalServer::builder().start().unwrap();
+    full_sync(&target, &back).await;
+    assert_eq!(libraries(node(&back)), expected(&[("lib", "v")]));
 }
