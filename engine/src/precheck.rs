@@ -140,7 +140,7 @@ pub async fn run(source: &Endpoint, target: &Endpoint, options: &Options) -> Rep
     ));
     items.push(backlog(&source_side));
     items.push(modules(&source_side, &target_side));
-    items.push(functions(&source_side, &target_side));
+    items.push(functions(&source_side, &target_side, options));
     Report { items }
 }
 
@@ -795,7 +795,7 @@ fn modules(source: &Side, target: &Side) -> Item {
 /// Every source library must reach every target master: a target that cannot hold functions
 /// fails while the source has any. Source masters holding different libraries are a warning
 /// (every target master gets all of them).
-fn functions(source: &Side, target: &Side) -> Item {
+fn functions(source: &Side, target: &Side, options: &Options) -> Item {
     const NAME: &str = "functions";
     let mut all = BTreeSet::new();
     let mut sets = BTreeSet::new();
@@ -817,6 +817,29 @@ fn functions(source: &Side, target: &Side) -> Item {
         }
     }
     let names: Vec<&str> = all.iter().map(String::as_str).collect();
+    // A snapshot makes the target's libraries the source's: others are deleted.
+    let doomed: BTreeSet<&str> = target
+        .masters
+        .iter()
+        .filter_map(|m| m.libraries.as_ref().ok())
+        .flatten()
+        .map(String::as_str)
+        .filter(|name| !all.contains(*name))
+        .collect();
+    if !doomed.is_empty() && !options.stream_only {
+        let doomed: Vec<&str> = doomed.into_iter().collect();
+        return problem(
+            NAME,
+            Status::Warn,
+            format!(
+                "the target holds function libraries the source does not ({}): loading the \
+                 snapshot deletes them",
+                doomed.join(", ")
+            ),
+            "load them on the source too if the application needs them (FUNCTION DUMP on \
+             the target, FUNCTION RESTORE on the source)",
+        );
+    }
     if all.is_empty() {
         return pass(NAME, "the source holds no function libraries");
     }

@@ -239,7 +239,18 @@ async fn a_source_without_libraries_passes_and_valkey_holds_and_sends_them() {
         .clone();
     assert_eq!(item.status, Status::Pass, "{item:?}");
 
+    // A library only the target holds is deleted by the sync: a warning naming it.
+    load(node(&target), &library("target_only", "t"));
+    let item = precheck::run(&s, &t, &Options::default())
+        .await
+        .item("functions")
+        .unwrap()
+        .clone();
+    assert_eq!(item.status, Status::Warn, "{item:?}");
+    assert!(item.detail.contains("(target_only)"), "{item:?}");
+
     load(node(&source), &library("lib", "v"));
+    load(node(&source), &library("target_only", "t"));
     let item = precheck::run(&s, &t, &Options::default())
         .await
         .item("functions")
@@ -247,10 +258,11 @@ async fn a_source_without_libraries_passes_and_valkey_holds_and_sends_them() {
         .clone();
     assert_eq!(item.status, Status::Pass, "{item:?}");
     full_sync(&source, &target).await;
-    assert_eq!(libraries(node(&target)), expected(&[("lib", "v")]));
+    let both = expected(&[("lib", "v"), ("target_only", "t")]);
+    assert_eq!(libraries(node(&target)), both);
 
     // And back: Valkey 9's own snapshot format carries them too.
     let back = LocalServer::builder().start().unwrap();
     full_sync(&target, &back).await;
-    assert_eq!(libraries(node(&back)), expected(&[("lib", "v")]));
+    assert_eq!(libraries(node(&back)), both);
 }
