@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-use super::functions::Others;
+use super::functions::{held_elsewhere, install, FunctionStats, Others};
 use super::snapshot::{Selection, SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
 use super::stream::RouteError;
 use super::writer::ApplyMode;
@@ -742,27 +742,30 @@ impl ShardSync {
             detail: "the apply task stopped early".into(),
         })?;
         // Libraries last, once the keys are in: before the stream that may call them.
-        let others = match super::functions::held_elsewhere(
-            &self.source,
-            &self.shard.master,
-            self.options.timeout,
-        )
-        .await
-        {
-            Some(names) => Others::DeleteExcept(names),
-            None => Others::Keep,
-        };
-        let functions = super::functions::install(
-            &self.target,
-            sink.libraries(),
-            &others,
-            self.options.apply.connect_timeout,
-        )
-        .await
-        .map_err(|source| SyncError::Apply {
-            shard: shard.clone(),
-            source,
-        })?;
+        let mut functions = FunctionStats::default();
+        if self.target.server.holds_functions() {
+            let others = match held_elsewhere(
+                &self.source,
+                &self.shard.master,
+                self.options.timeout,
+            )
+            .await
+            {
+                Some(names) => Others::DeleteExcept(names),
+                None => Others::Keep,
+            };
+            functions = install(
+                &self.target,
+                sink.libraries(),
+                &others,
+                self.options.apply.connect_timeout,
+            )
+            .await
+            .map_err(|source| SyncError::Apply {
+                shard: shard.clone(),
+                source,
+            })?;
+        }
         let stats = sink.stats().clone();
         tracing::info!(
             shard = %shard,
