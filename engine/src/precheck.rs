@@ -857,6 +857,21 @@ fn functions(source: &Side, target: &Side, options: &Options) -> Item {
              source (FUNCTION DELETE) if nothing calls them",
         );
     }
+    if let Some(e) = target
+        .masters
+        .iter()
+        .find_map(|m| m.libraries.as_ref().err())
+    {
+        return problem(
+            NAME,
+            Status::Fail,
+            format!(
+                "the source holds function libraries {} and the target refuses FUNCTION: {e}",
+                names.join(", ")
+            ),
+            "allow the target user FUNCTION (ACL SETUSER <user> +function)",
+        );
+    }
     if sets.len() > 1 {
         let per_master: Vec<String> = source
             .masters

@@ -266,3 +266,50 @@ async fn a_source_without_libraries_passes_and_valkey_holds_and_sends_them() {
     full_sync(&target, &back).await;
     assert_eq!(libraries(node(&back)), both);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_user_without_function_rights_still_gets_a_source_without_libraries() {
+    let source = LocalServer::builder().start().unwrap();
+    let target = LocalServer::builder().start().unwrap();
+    set(node(&source), "k");
+    let _: () = node(&target)
+        .query(
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg("nofn")
+                .arg("on")
+                .arg(">pw")
+                .arg("~*")
+                .arg("+@all")
+                .arg("-function"),
+        )
+        .unwrap();
+    let addr = node(&target).addr();
+    let t = Endpoint::parse(&format!("redis://nofn:pw@{}:{}", addr.host, addr.port)).unwrap();
+    let sync = Sync::prepare(&endpoint(&source), &t, SyncOptions::default())
+        .await
+        .unwrap();
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.keys(), 1);
+
+    // With a library to load, the precheck fails, and the refusal stops the sync.
+    load(node(&source), &library("needed", "1"));
+    let item = precheck::run(&endpoint(&source), &t, &Options::default())
+        .await
+        .item("functions")
+        .unwrap()
+        .clone();
+    assert_eq!(item.status, Status::Fail, "{item:?}");
+    assert!(
+        item.detail.contains("needed") && item.detail.contains("NOPERM"),
+        "{item:?}"
+    );
+    let sync = Sync::prepare(&endpoint(&source), &t, SyncOptions::default())
+        .await
+        .unwrap();
+    let error = sync.run().await.unwrap_err().to_string();
+    assert!(
+        error.contains("target rejected FUNCTION LIST") && error.contains("NOPERM"),
+        "{error}"
+    );
+}
