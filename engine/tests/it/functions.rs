@@ -313,3 +313,62 @@ async fn a_target_user_without_function_rights_still_gets_a_source_without_libra
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_shards_full_resync_keeps_libraries_another_source_master_holds() {
+    let source = LocalCluster::builder().masters(2).start().unwrap();
+    let target = LocalCluster::builder().masters(2).start().unwrap();
+    let topology = source.topology().unwrap();
+    let masters = source.masters().unwrap();
+    for master in &masters {
+        load(*master, &library("old", "1"));
+    }
+    // Only the second master holds this one.
+    load(masters[1], &library("second_only", "2"));
+    let (s, t) = (endpoint(&source), endpoint(&target));
+    let mut sync = Running::start_endpoints(&s, &t, options(SyncMode::FullIncr)).await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    sync.stop().await;
+
+    // While ferry is away: "old" is replaced by "new" on the first master, whose backlog a
+    // burst overflows (a full resync of its shard), and deleted on the second, whose stream
+    // carries the deletion.
+    let first = masters[0];
+    let _: () = first
+        .query(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("repl-backlog-size")
+                .arg("16384"),
+        )
+        .unwrap();
+    let _: String = first
+        .query(redis::cmd("FUNCTION").arg("DELETE").arg("old"))
+        .unwrap();
+    load(first, &library("new", "3"));
+    let _: String = masters[1]
+        .query(redis::cmd("FUNCTION").arg("DELETE").arg("old"))
+        .unwrap();
+    let filler = vec![b'x'; 64 * 1024];
+    let on_first = (0..)
+        .map(|i| format!("burst:{i}"))
+        .filter(|key| {
+            let slot = ferry_engine::route::Slot::of_key(key.as_bytes());
+            topology.shard_for_slot(slot).unwrap().master == first.addr()
+        })
+        .take(40);
+    for key in on_first {
+        let _: () = first
+            .query(redis::cmd("SET").arg(key).arg(&filler))
+            .unwrap();
+    }
+
+    let mut sync = Running::start_endpoints(&s, &t, options(SyncMode::FullIncr)).await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    assert_eq!(sync.full_resyncs(), 1, "only the first shard is reloaded");
+    let want = expected(&[("new", "3"), ("second_only", "2")]);
+    for master in target.masters().unwrap() {
+        assert_eq!(libraries(master), want, "{}", master.addr());
+    }
+    sync.stop().await;
+}
