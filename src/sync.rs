@@ -278,6 +278,12 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
                 report.bytes as f64 / 1e6,
                 keys as f64 / secs
             );
+            if report.snapshot.libraries > 0 || report.functions.deleted > 0 {
+                println!(
+                    "function libraries: {} loaded on every target master, {} deleted from the target (not in the file)",
+                    report.snapshot.libraries, report.functions.deleted
+                );
+            }
             Ok(ExitCode::SUCCESS)
         });
     }
@@ -356,6 +362,10 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
                 shard.replid,
                 shard.elapsed.as_secs_f64(),
             );
+        }
+        let libraries: u64 = report.shards.iter().map(|s| s.snapshot.libraries).sum();
+        if libraries > 0 {
+            println!("function libraries: {libraries} in the snapshots, loaded on every target master");
         }
         println!(
             "full sync done: {} keys, {:.1} MB in {:.1} s ({:.0} keys/s)",

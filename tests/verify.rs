@@ -105,3 +105,29 @@ fn a_bad_url_is_one_error_line_without_the_password() {
     assert!(!stderr.contains("s3cret"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn a_function_library_missing_on_the_target_exits_1_like_a_key() {
+    let source = LocalServer::builder().start().unwrap();
+    let target = LocalServer::builder().start().unwrap();
+    set(&source, "a", "1");
+    set(&target, "a", "1");
+    let _: String = source.nodes()[0]
+        .query(
+            redis::cmd("FUNCTION")
+                .arg("LOAD")
+                .arg("#!lua name=mylib\nredis.register_function('f', function() return 1 end)"),
+        )
+        .unwrap();
+    let (src, tgt) = (url(&source), url(&target));
+    let out = ferry(&[
+        "--source", &src, "--target", &tgt, "--rounds", "1", "--format", "json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["verdict"], "inconsistent");
+    assert_eq!(json["counts"]["differences"], 0);
+    assert_eq!(json["functions"]["differences"][0]["library"], "mylib");
+    assert_eq!(json["functions"]["differences"][0]["kind"], "missing");
+}

@@ -452,6 +452,12 @@ fn run_inner(
             *report.causes.entry(cause.name().to_string()).or_default() += 1;
         }
     }
+    for d in &verdict.functions.differences {
+        *report
+            .differences
+            .entry(format!("function library {}", d.kind.as_str()))
+            .or_default() += 1;
+    }
     report.verdict = if verdict.is_consistent() {
         format!("exact ({} keys compared)", verdict.counts.keys_compared)
     } else {
@@ -467,7 +473,7 @@ fn run_inner(
             .collect();
         format!(
             "{} differences ({}){}",
-            verdict.counts.differences,
+            verdict.counts.differences + verdict.functions.differences.len() as u64,
             kinds.join(", "),
             if causes.is_empty() {
                 String::new()
@@ -482,6 +488,7 @@ fn run_inner(
         // copy's: it names the cause, and only such differences still count as exact.
         Expect::Exact => {
             verdict.counts.differences_not_kept == 0
+                && verdict.functions.differences.is_empty()
                 && verdict
                     .differences
                     .iter()

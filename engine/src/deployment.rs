@@ -69,6 +69,12 @@ impl ServerInfo {
     pub fn reads_valkey_format(&self) -> bool {
         self.family == Family::Valkey && self.version.0 >= 9
     }
+
+    /// Whether this server holds function libraries (`FUNCTION LOAD`): Redis 7.0 and later,
+    /// every Valkey (its first release is 7.2).
+    pub fn holds_functions(&self) -> bool {
+        self.family == Family::Valkey || self.version.0 >= 7
+    }
 }
 
 impl fmt::Display for ServerInfo {

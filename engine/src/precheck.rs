@@ -1,7 +1,8 @@
 //! Everything that can be checked before a sync starts, each item pass, warn or fail with how
 //! to fix it: connectivity and auth on every node, replication permission, server builds and
 //! the RESTORE-or-rewrite decision, slot coverage, an empty target, the target's eviction
-//! policy and memory headroom, backlog sizing, modules, and that source and target differ.
+//! policy and memory headroom, backlog sizing, modules, function libraries the target must
+//! hold, and that source and target differ.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -110,6 +111,9 @@ struct MasterFacts {
     user_keys: u64,
     /// ferry's checkpoint key, when the master is a target's and holds one.
     reserved_keys: u64,
+    /// Function library names (`FUNCTION LIST`): empty on a server without functions, an
+    /// error when the server refused the command.
+    libraries: Result<BTreeSet<String>, String>,
 }
 
 /// Runs every check. Never fails: what could not be checked is a failed item.
@@ -137,6 +141,7 @@ pub async fn run(source: &Endpoint, target: &Endpoint, options: &Options) -> Rep
     ));
     items.push(backlog(&source_side));
     items.push(modules(&source_side, &target_side));
+    items.push(functions(&source_side, &target_side, options));
     Report { items }
 }
 
@@ -307,8 +312,9 @@ impl Side {
             // Only a target holds ferry's checkpoints; the sync reads each master's under
             // one name, so that name is all there is to look for.
             let checkpoint = (side == "target").then(|| crate::sync::checkpoint_key_of(shard));
+            let functions = deployment.server.holds_functions();
             masters.push(
-                MasterFacts::read(&mut link, shard.master.clone(), checkpoint)
+                MasterFacts::read(&mut link, shard.master.clone(), checkpoint, functions)
                     .await
                     .map_err(fail)?,
             );
@@ -359,6 +365,7 @@ impl MasterFacts {
         link: &mut Link,
         addr: NodeAddr,
         checkpoint: Option<bytes::Bytes>,
+        functions: bool,
     ) -> Result<Self, String> {
         let info = parse_info(
             &text(link, &["INFO", "all"])
@@ -412,6 +419,19 @@ impl MasterFacts {
             }
             _ => 0,
         };
+        let libraries = if functions {
+            crate::sync::library_names_on(link)
+                .await
+                .map(|names| {
+                    names
+                        .iter()
+                        .map(|n| String::from_utf8_lossy(n).into_owned())
+                        .collect()
+                })
+                .map_err(|e| format!("{addr}: FUNCTION LIST: {e}"))
+        } else {
+            Ok(BTreeSet::new())
+        };
         Ok(MasterFacts {
             addr,
             info,
@@ -419,6 +439,7 @@ impl MasterFacts {
             modules,
             user_keys: total.saturating_sub(reserved),
             reserved_keys: reserved,
+            libraries,
         })
     }
 
@@ -810,6 +831,119 @@ fn modules(source: &Side, target: &Side) -> Item {
             "load the same modules on every target master (MODULE LOAD or loadmodule)",
         )
     }
+}
+
+/// Every source library must reach every target master: a target that cannot hold functions
+/// fails while the source has any. Source masters holding different libraries are a warning
+/// (every target master gets all of them).
+fn functions(source: &Side, target: &Side, options: &Options) -> Item {
+    const NAME: &str = "functions";
+    let mut all = BTreeSet::new();
+    let mut sets = BTreeSet::new();
+    for master in &source.masters {
+        match &master.libraries {
+            Ok(names) => {
+                all.extend(names.iter().cloned());
+                sets.insert(names.clone());
+            }
+            Err(e) => {
+                return problem(
+                    NAME,
+                    Status::Warn,
+                    format!("cannot list the source's function libraries: {e}"),
+                    "allow FUNCTION LIST to the source user, or check by hand that the \
+                     target can hold the source's functions",
+                )
+            }
+        }
+    }
+    let names: Vec<&str> = all.iter().map(String::as_str).collect();
+    // A snapshot makes the target's libraries the source's: others are deleted.
+    let doomed: BTreeSet<&str> = target
+        .masters
+        .iter()
+        .filter_map(|m| m.libraries.as_ref().ok())
+        .flatten()
+        .map(String::as_str)
+        .filter(|name| !all.contains(*name))
+        .collect();
+    if !doomed.is_empty() && !options.stream_only {
+        let doomed: Vec<&str> = doomed.into_iter().collect();
+        return problem(
+            NAME,
+            Status::Warn,
+            format!(
+                "the target holds function libraries the source does not ({}): loading the \
+                 snapshot deletes them",
+                doomed.join(", ")
+            ),
+            "load them on the source too if the application needs them (FUNCTION DUMP on \
+             the target, FUNCTION RESTORE on the source)",
+        );
+    }
+    if all.is_empty() {
+        return pass(NAME, "the source holds no function libraries");
+    }
+    if !target.deployment.server.holds_functions() {
+        return problem(
+            NAME,
+            Status::Fail,
+            format!(
+                "the source holds function libraries {} and the target ({}) cannot hold \
+                 functions (Redis 7.0 or later, or Valkey): they would be lost",
+                names.join(", "),
+                target.deployment.server
+            ),
+            "use a target running Redis 7.0+ or Valkey, or delete the libraries on the \
+             source (FUNCTION DELETE) if nothing calls them",
+        );
+    }
+    if let Some(e) = target
+        .masters
+        .iter()
+        .find_map(|m| m.libraries.as_ref().err())
+    {
+        return problem(
+            NAME,
+            Status::Fail,
+            format!(
+                "the source holds function libraries {} and the target refuses FUNCTION: {e}",
+                names.join(", ")
+            ),
+            "allow the target user FUNCTION (ACL SETUSER <user> +function)",
+        );
+    }
+    if sets.len() > 1 {
+        let per_master: Vec<String> = source
+            .masters
+            .iter()
+            .map(|m| {
+                let names: Vec<&str> = m
+                    .libraries
+                    .as_ref()
+                    .map(|n| n.iter().map(String::as_str).collect())
+                    .unwrap_or_default();
+                format!("{}: [{}]", m.addr, names.join(", "))
+            })
+            .collect();
+        return problem(
+            NAME,
+            Status::Warn,
+            format!(
+                "source masters hold different function libraries ({}); every target \
+                 master gets all of them",
+                per_master.join("; ")
+            ),
+            "load the same libraries on every source master (FUNCTION LOAD REPLACE on each)",
+        );
+    }
+    pass(
+        NAME,
+        format!(
+            "function libraries {} go to every target master",
+            names.join(", ")
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@
 //! 4. Differing keys are re-read over rounds: those equal by then are resolved, those that
 //!    changed in every round are reported as unstable (being written), not inconsistent.
 //! 5. Each remaining difference gets its likely cause where the evidence shows one.
+//! 6. The function libraries of every master of both sides (`FUNCTION LIST WITHCODE`) are
+//!    compared: every target master must hold the source's (see `functions.rs`).
 //!
 //! See [`report`] for the report formats and the JSON schema.
 
@@ -29,6 +31,7 @@ mod config;
 mod diagnosis;
 mod diff;
 mod error;
+mod functions;
 mod key;
 mod pipe;
 mod progress;
@@ -40,13 +43,15 @@ mod throttle;
 
 pub use census::{Census, DbCount, SlotCount};
 pub use config::{
-    parse_slots, Config, Filter, Mode, RateLimits, ReadFrom, Windows, RESERVED_PREFIX, HELD_EXPIRY_SHIFT_MS,
+    parse_slots, Config, Filter, Mode, RateLimits, ReadFrom, Windows, HELD_EXPIRY_SHIFT_MS,
+    RESERVED_PREFIX,
 };
 pub use diff::{
     Cause, Change, Detail, DiffKind, Difference, EntryChange, Facts, FieldChange, FieldValue,
     Listing, Member, Score, ScoreChange, TtlChange,
 };
 pub use error::{Result, VerifyError};
+pub use functions::{Functions, LibraryDiffKind, LibraryDifference};
 pub use key::{Excerpt, Key, KeyType};
 pub use report::{Format, Report, Verdict};
 pub use run::verify;

@@ -20,6 +20,7 @@ use crate::config::{Config, RESERVED_PREFIX};
 use crate::diagnosis::{self, Evidence};
 use crate::diff::DiffKind;
 use crate::error::{Result, VerifyError};
+use crate::functions::{self, Functions};
 use crate::key::{Key, KeyType};
 use crate::pipe::Pipeline;
 use crate::progress::Progress;
@@ -133,6 +134,8 @@ pub fn verify(config: &Config) -> Result<Report> {
     })?;
     let mut collector = collector.into_inner().unwrap_or_else(|e| e.into_inner());
     let rounds = recheck(config, &source, &target, &mut collector, &progress)?;
+    // Libraries last, once a sync that is catching up had the longest to apply them.
+    let functions = functions::compare(&source, &target)?;
     // Fresh eviction counters for the diagnosis.
     target.refresh()?;
     Ok(report(
@@ -143,6 +146,7 @@ pub fn verify(config: &Config) -> Result<Report> {
         census.census(&collector.source_reserved, &collector.reserved),
         collector,
         rounds,
+        functions,
         started,
         started_at_ms,
     ))
@@ -713,6 +717,7 @@ fn report(
     census: census::Census,
     collector: Collector,
     rounds: Vec<Round>,
+    functions: Functions,
     started: Instant,
     started_at_ms: u64,
 ) -> Report {
@@ -756,7 +761,7 @@ fn report(
     counts.differences_not_kept = collector.overflow_keys;
     counts.differences = breakdown.values().sum();
     counts.unstable_keys = unstable.len() as u64;
-    let verdict = if counts.differences == 0 {
+    let verdict = if counts.differences == 0 && functions.differences.is_empty() {
         Verdict::Consistent
     } else {
         Verdict::Inconsistent
@@ -808,6 +813,7 @@ fn report(
             })
             .collect(),
         differences,
+        functions,
         unstable,
         sample,
     }

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::functions::{FunctionStats, Others};
 use super::run::SyncOptions;
 use super::snapshot::{SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
 use crate::apply::{Applier, ApplyError, ApplyStats};
@@ -21,6 +22,8 @@ pub struct FileReport {
     pub bytes: u64,
     pub snapshot: SnapshotStats,
     pub apply: ApplyStats,
+    /// Function libraries loaded and deleted on the target.
+    pub functions: FunctionStats,
     pub elapsed: Duration,
 }
 
@@ -59,10 +62,12 @@ pub async fn load_file(
     let mut file = std::fs::File::open(path).map_err(read_error)?;
     let target = Deployment::discover(target, options.timeout).await?;
     let mode = ValueMode::for_target(&target.server, options.rewrite);
-    let mut applier = Applier::new(target, options.apply.clone());
+    let target_server = target.server.clone();
+    let mut applier = Applier::new(target.clone(), options.apply.clone());
     let mut parser = Parser::new(options.parser_config(false));
     let mut sink = SnapshotSink::new(mode, options.db, options.selection.clone())
-        .batch_limits(options.batch_keys, options.batch_bytes);
+        .batch_limits(options.batch_keys, options.batch_bytes)
+        .target_server(&target_server);
     let mut buf = vec![0u8; CHUNK];
     let mut bytes = 0u64;
     loop {
@@ -83,7 +88,16 @@ pub async fn load_file(
         .map_err(|e| snapshot_error(SnapshotError::Rdb(e)))?;
     let batch = sink.take_groups();
     applier.apply(batch).await?;
+    // The file is the whole source: target libraries it lacks are deleted.
+    let functions = super::functions::install(
+        &target,
+        sink.libraries(),
+        &Others::DeleteExcept(Default::default()),
+        options.apply.connect_timeout,
+    )
+    .await?;
     Ok(FileReport {
+        functions,
         bytes,
         snapshot: sink.stats().clone(),
         apply: applier.stats().clone(),

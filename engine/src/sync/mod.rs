@@ -9,10 +9,12 @@
 //! - `checkpoint`: what the target has applied, stored in the target.
 //! - `hold`: expiries the target must not carry out before the source's stream does.
 //! - `file`: an RDB file as the source.
+//! - `functions`: a snapshot's function libraries on every target master.
 
 mod checkpoint;
 mod file;
 mod follow;
+mod functions;
 mod hold;
 mod run;
 mod snapshot;
@@ -23,6 +25,8 @@ pub use checkpoint::{
     checkpoint_key, checkpoint_key_of, cleanup, heartbeat_key, held_key, Checkpoint, ShardId,
 };
 pub use file::{load_file, FileError, FileReport};
+pub(crate) use functions::library_names_on;
+pub use functions::{FunctionStats, Others};
 pub use hold::{held_expiry, HOLD_MARGIN_MS, HOLD_SHIFT_MS};
 pub use run::{
     Phase, ShardProgress, ShardReport, Sync, SyncError, SyncMode, SyncOptions, SyncReport,

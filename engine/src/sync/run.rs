@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+use super::functions::{held_elsewhere, install, FunctionStats, Others};
 use super::snapshot::{Selection, SnapshotError, SnapshotSink, SnapshotStats, ValueMode};
 use super::stream::RouteError;
 use super::writer::ApplyMode;
@@ -675,7 +676,8 @@ impl ShardSync {
         let mut parser = Parser::new(self.options.parser_config(true));
         let mut sink =
             SnapshotSink::new(self.mode, self.options.db, self.options.selection.clone())
-                .batch_limits(self.options.batch_keys, self.options.batch_bytes);
+                .batch_limits(self.options.batch_keys, self.options.batch_bytes)
+                .target_server(&self.target.server);
         // A stream follows: it reaches the target only once the snapshot is applied, so
         // expiries the load and the catching up may pass are held (see `hold`).
         let hold = self.options.mode != SyncMode::Full
@@ -760,10 +762,37 @@ impl ShardSync {
                     source,
                 })?;
         }
+        // Libraries last, once the keys are in: before the stream that may call them.
+        let mut functions = FunctionStats::default();
+        if self.target.server.holds_functions() {
+            let others = match held_elsewhere(
+                &self.source,
+                &self.shard.master,
+                self.options.timeout,
+            )
+            .await
+            {
+                Some(names) => Others::DeleteExcept(names),
+                None => Others::Keep,
+            };
+            functions = install(
+                &self.target,
+                sink.libraries(),
+                &others,
+                self.options.apply.connect_timeout,
+            )
+            .await
+            .map_err(|source| SyncError::Apply {
+                shard: shard.clone(),
+                source,
+            })?;
+        }
         let stats = sink.stats().clone();
         tracing::info!(
             shard = %shard,
             keys = stats.restored + stats.rewritten,
+            libraries = stats.libraries,
+            libraries_deleted = functions.deleted,
             expired = stats.expired,
             bytes = snapshot_bytes,
             "snapshot applied"

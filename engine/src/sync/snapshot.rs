@@ -20,8 +20,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::apply::{Part, WriteGroup};
 use crate::rdb::{
-    payload, Element, Header, Item, Key, Magic, ObjectType, RdbError, Sink, StreamId, ValueEnd,
-    Want,
+    payload, Element, Function, Header, Item, Key, Magic, ObjectType, RdbError, Sink, StreamId,
+    ValueEnd, Want,
 };
 use crate::resp::{encode_bulk, encode_bulk_decimal, encode_bulk_header, Command};
 use crate::route::KeyFilter;
@@ -67,6 +67,10 @@ pub enum SnapshotError {
     Rdb(#[from] RdbError),
     #[error("key {key} is a {kind} value the target cannot RESTORE, and {kind} values cannot be rewritten as commands")]
     NoRewrite { key: String, kind: &'static str },
+    #[error("the snapshot holds function library {library}, and the target ({target}) cannot hold functions (Redis 7.0 or later, or Valkey, can)")]
+    NoFunctions { library: String, target: String },
+    #[error("the snapshot holds function library {library} in the format of Redis 7.0 release candidates, which Redis 7.0 and later refuse")]
+    PreGaFunction { library: String },
 }
 
 /// Which keys of a snapshot are copied: names selected by `keys`, of one of `types` (any,
@@ -99,6 +103,8 @@ pub struct SnapshotStats {
     pub filtered: u64,
     /// Keys the snapshot announces for the copied db (`RESIZEDB`), 0 when it does not.
     pub expected_keys: u64,
+    /// Function libraries.
+    pub libraries: u64,
 }
 
 /// Collects write groups from parser events; the caller drains them with
@@ -129,6 +135,11 @@ pub struct SnapshotSink {
     /// Expiries before this are held (see `hold`), each recorded in `holds`.
     hold_until_ms: Option<i64>,
     holds: Vec<(Bytes, i64)>,
+    /// The code of every function library, in file order.
+    libraries: Vec<Bytes>,
+    /// The target cannot hold functions: a library makes the snapshot fail (before any key,
+    /// since libraries come first), naming this server.
+    no_functions: Option<String>,
 }
 
 /// A value being rewritten: the commands of the group being filled and the chunk being
@@ -179,6 +190,8 @@ impl SnapshotSink {
             max_bytes: usize::MAX,
             hold_until_ms: None,
             holds: Vec::new(),
+            libraries: Vec::new(),
+            no_functions: None,
         }
     }
 
@@ -204,6 +217,17 @@ impl SnapshotSink {
             }
             _ => Some(at),
         }
+    }
+
+    /// Refuses snapshots with function libraries: the target, `server`, cannot hold them.
+    pub fn target_server(mut self, server: &crate::deployment::ServerInfo) -> Self {
+        self.no_functions = (!server.holds_functions()).then(|| server.to_string());
+        self
+    }
+
+    /// The code of every function library read so far, as `FUNCTION LOAD` takes it.
+    pub fn libraries(&self) -> &[Bytes] {
+        &self.libraries
     }
 
     /// Makes the parser pause (see [`Sink::full`]) once this many groups, or groups holding
@@ -288,6 +312,26 @@ impl Sink for SnapshotSink {
 
     fn select_db(&mut self, db: u32) -> Result<(), SnapshotError> {
         self.current_db = db;
+        Ok(())
+    }
+
+    fn function(&mut self, function: &Function<'_>) -> Result<(), SnapshotError> {
+        let code = match function {
+            Function::Library { code } => *code,
+            Function::PreGa { name, .. } => {
+                return Err(SnapshotError::PreGaFunction {
+                    library: String::from_utf8_lossy(name).into_owned(),
+                })
+            }
+        };
+        if let Some(target) = &self.no_functions {
+            return Err(SnapshotError::NoFunctions {
+                library: super::functions::library_name(code),
+                target: target.clone(),
+            });
+        }
+        self.libraries.push(Bytes::copy_from_slice(code));
+        self.stats.libraries += 1;
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 
 mod apply;
 mod commands;
+mod functions;
 mod incr;
 mod legacy;
 mod precheck;

@@ -72,7 +72,8 @@ async fn a_clean_pair_passes_and_each_problem_fails_its_item() {
             "eviction-policy",
             "memory-headroom",
             "backlog",
-            "modules"
+            "modules",
+            "functions"
         ]
     );
     assert!(report

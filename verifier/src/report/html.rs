@@ -1,5 +1,6 @@
 //! The HTML report: one self-contained page (inline CSS, no script, nothing fetched) with
-//! the summary, the breakdown by type and kind, and the top differences with their diffs.
+//! the summary, the breakdown by type and kind, the top differences with their diffs, and the
+//! function libraries that differ.
 
 use std::fmt::Write;
 
@@ -49,7 +50,14 @@ pub(super) fn render(r: &Report) -> String {
         Verdict::Consistent => ("consistent", "Consistent".to_string()),
         Verdict::Inconsistent => (
             "inconsistent",
-            format!("Inconsistent: {} differences", c.differences),
+            format!(
+                "Inconsistent: {} differences{}",
+                c.differences,
+                match r.functions.differences.len() {
+                    0 => String::new(),
+                    n => format!(", {n} in function libraries"),
+                }
+            ),
         ),
     };
     let mut out = String::new();
@@ -73,6 +81,11 @@ pub(super) fn render(r: &Report) -> String {
         ("keys-compared", "keys compared", c.keys_compared),
         ("differing-keys", "differing keys", c.differing_keys),
         ("differences", "differences", c.differences),
+        (
+            "library-differences",
+            "function library differences",
+            r.functions.differences.len() as u64,
+        ),
         ("unstable-keys", "unstable keys", c.unstable_keys),
         ("resolved", "resolved on re-check", c.resolved_on_recheck),
         ("source-keys", "source keys (census)", r.census.source_keys),
@@ -99,6 +112,7 @@ pub(super) fn render(r: &Report) -> String {
                 r.clock.target_minus_source_ms, r.clock.uncertainty_ms
             ),
         ),
+        ("function libraries", r.functions.summary()),
         (
             "keys scanned",
             format!(
@@ -205,6 +219,22 @@ pub(super) fn render(r: &Report) -> String {
             );
         }
     }
+    let warnings = r.functions.warnings();
+    if !r.functions.differences.is_empty() || !warnings.is_empty() {
+        out.push_str("<h2>Function libraries</h2>\n");
+        for warning in &warnings {
+            let _ = writeln!(out, "<p class=\"cause\">{}</p>", escape(warning));
+        }
+        if !r.functions.differences.is_empty() {
+            out.push_str(
+                "<table id=\"library-differences-table\">\n<tr><th>kind</th><th>library</th><th>what differs</th></tr>\n",
+            );
+            for d in &r.functions.differences {
+                library(&mut out, d);
+            }
+            out.push_str("</table>\n");
+        }
+    }
     if !r.unstable.is_empty() {
         out.push_str(
             "<h2>Unstable keys</h2>\n<p>Changed in every re-check round: being written, not judged.</p>\n<ul id=\"unstable\">\n",
@@ -234,6 +264,38 @@ fn side(s: &crate::side::SideSummary) -> String {
     )
 }
 
+fn library(out: &mut String, d: &crate::functions::LibraryDifference) {
+    let _ = write!(
+        out,
+        "<tr><td class=\"kind\">{}</td><td><code>{}</code></td><td>{}",
+        d.kind.as_str(),
+        escape(&d.library),
+        escape(&d.summary())
+    );
+    if let (Some(s), Some(t)) = (&d.source_code, &d.target_code) {
+        diff_lines(out, s, t);
+    }
+    out.push_str("</td></tr>\n");
+}
+
+/// A line diff of `s` (source) and `t` (target) as a `<pre>` block.
+fn diff_lines(out: &mut String, s: &str, t: &str) {
+    out.push_str("<pre>");
+    for change in TextDiff::from_lines(s, t).iter_all_changes() {
+        let (class, sign) = match change.tag() {
+            ChangeTag::Delete => ("del", '-'),
+            ChangeTag::Insert => ("ins", '+'),
+            ChangeTag::Equal => ("ctx", ' '),
+        };
+        let _ = writeln!(
+            out,
+            "<span class=\"{class}\">{sign} {}</span>",
+            escape(change.value().trim_end_matches('\n'))
+        );
+    }
+    out.push_str("</pre>");
+}
+
 fn difference(out: &mut String, d: &Difference) {
     let summary = d.summary();
     let _ = write!(
@@ -255,21 +317,7 @@ fn difference(out: &mut String, d: &Difference) {
     }
     if let Some(detail) = &d.detail {
         let (s, t) = detail.sides();
-        let (s, t) = (lines(&s), lines(&t));
-        out.push_str("<pre>");
-        for change in TextDiff::from_lines(&s, &t).iter_all_changes() {
-            let (class, sign) = match change.tag() {
-                ChangeTag::Delete => ("del", '-'),
-                ChangeTag::Insert => ("ins", '+'),
-                ChangeTag::Equal => ("ctx", ' '),
-            };
-            let _ = writeln!(
-                out,
-                "<span class=\"{class}\">{sign} {}</span>",
-                escape(change.value().trim_end_matches('\n'))
-            );
-        }
-        out.push_str("</pre>");
+        diff_lines(out, &lines(&s), &lines(&t));
     }
     out.push_str("</td></tr>\n");
 }

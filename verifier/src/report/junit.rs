@@ -1,5 +1,5 @@
-//! JUnit XML for CI: one test case per kind of difference (failing when there is any), and
-//! one for unstable keys (never failing).
+//! JUnit XML for CI: one test case per kind of key difference and one for function libraries
+//! (failing when there is any), and one for unstable keys (never failing).
 
 use std::fmt::Write;
 
@@ -11,18 +11,20 @@ const NAMED: usize = 20;
 
 pub(super) fn render(r: &Report) -> String {
     let mut out = String::new();
-    let failures = DiffKind::ALL.iter().filter(|k| r.count(**k) > 0).count();
+    let failures = DiffKind::ALL.iter().filter(|k| r.count(**k) > 0).count()
+        + usize::from(!r.functions.differences.is_empty());
+    // One case per kind of key difference, one for function libraries, one for unstable
+    // keys.
+    let tests = DiffKind::ALL.len() + 2;
     let _ = writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     let _ = writeln!(
         out,
-        r#"<testsuites name="ferry verify" tests="{}" failures="{failures}" time="{:.3}">"#,
-        DiffKind::ALL.len() + 1,
+        r#"<testsuites name="ferry verify" tests="{tests}" failures="{failures}" time="{:.3}">"#,
         r.elapsed_ms as f64 / 1_000.0
     );
     let _ = writeln!(
         out,
-        r#"  <testsuite name="ferry verify" tests="{}" failures="{failures}" errors="0" time="{:.3}">"#,
-        DiffKind::ALL.len() + 1,
+        r#"  <testsuite name="ferry verify" tests="{tests}" failures="{failures}" errors="0" time="{:.3}">"#,
         r.elapsed_ms as f64 / 1_000.0
     );
     out.push_str("    <properties>\n");
@@ -82,6 +84,38 @@ pub(super) fn render(r: &Report) -> String {
             if count == 1 { "" } else { "s" },
             escape(&body)
         );
+        out.push_str("    </testcase>\n");
+    }
+    let _ = write!(
+        out,
+        r#"    <testcase classname="ferry.verify" name="every target master holds the source's function libraries""#
+    );
+    let libraries = &r.functions.differences;
+    let warnings = r.functions.warnings();
+    if libraries.is_empty() && warnings.is_empty() {
+        out.push_str("/>\n");
+    } else {
+        out.push_str(">\n");
+        if !libraries.is_empty() {
+            let body: String = libraries
+                .iter()
+                .map(|d| format!("{}\n", d.summary()))
+                .collect();
+            let _ = writeln!(
+                out,
+                r#"      <failure type="functions" message="{} function library difference{}">{}</failure>"#,
+                libraries.len(),
+                if libraries.len() == 1 { "" } else { "s" },
+                escape(&body)
+            );
+        }
+        if !warnings.is_empty() {
+            let _ = writeln!(
+                out,
+                "      <system-out>{}</system-out>",
+                escape(&warnings.join("\n"))
+            );
+        }
         out.push_str("    </testcase>\n");
     }
     let _ = write!(

@@ -23,6 +23,11 @@ pub(super) fn render(r: &Report) -> String {
         ("keys compared", c.keys_compared.to_string()),
         ("differing keys", c.differing_keys.to_string()),
         ("differences", c.differences.to_string()),
+        (
+            "function library differences",
+            r.functions.differences.len().to_string(),
+        ),
+        ("function libraries", r.functions.summary()),
         ("unstable keys", c.unstable_keys.to_string()),
         ("resolved on re-check", c.resolved_on_recheck.to_string()),
         (
@@ -91,6 +96,26 @@ pub(super) fn render(r: &Report) -> String {
                 "\n… and {} more (the JSON report lists them all).",
                 r.differences.len() - TOP
             );
+        }
+    }
+    let warnings = r.functions.warnings();
+    if !r.functions.differences.is_empty() || !warnings.is_empty() {
+        out.push_str("\n## Function libraries\n\n");
+        for warning in &warnings {
+            let _ = writeln!(out, "> ⚠️ {}\n", cell(warning));
+        }
+        if !r.functions.differences.is_empty() {
+            out.push_str("| library | kind | target masters |\n|---|---|---|\n");
+            for d in &r.functions.differences {
+                let targets: Vec<String> = d.targets.iter().map(|t| t.to_string()).collect();
+                let _ = writeln!(
+                    out,
+                    "| `{}` | {} | {} |",
+                    cell(&d.library).replace('`', "\\`"),
+                    d.kind.as_str(),
+                    cell(&targets.join(", "))
+                );
+            }
         }
     }
     if !r.unstable.is_empty() {

@@ -25,6 +25,11 @@
 //!   "rounds": [{ "round", "rechecked", "resolved", "changed", "differing", "caught_up_ms"? }],
 //!   "breakdown": [{ "type", "kind", "count" }],
 //!   "differences": [Difference],
+//!   "functions": { "source_libraries", "target_libraries",
+//!                  "differences": [{ "library", "kind": "missing" | "extra" | "different",
+//!                                    "targets": [addr], "source_code"?, "target_code"? }],
+//!                  "source_masters_differ"?: "<addr> [names]; ...",
+//!                  "not_compared"?: ["<side> <addr>: <why>"] },
 //!   "unstable": [{ "key", "key_escaped"?, "db", "slot", "kinds": [kind], "rounds_changed" }],
 //!   "sample": null | { "rate", "keys_sampled", "differing", "share", "share_low",
 //!                      "share_high", "estimated_differing_keys", "confidence" }
@@ -64,6 +69,7 @@ use serde::Serialize;
 use crate::census::Census;
 use crate::config::{Filter, Mode};
 use crate::diff::{DiffKind, Difference};
+use crate::functions::Functions;
 use crate::key::{Key, KeyType};
 use crate::side::SideSummary;
 
@@ -74,7 +80,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
-    /// No difference (unstable keys, which changed in every round, do not count).
+    /// No difference in keys nor in function libraries (unstable keys, which changed in
+    /// every round, do not count).
     Consistent,
     Inconsistent,
 }
@@ -97,6 +104,9 @@ pub struct Report {
     pub breakdown: Vec<BreakdownRow>,
     /// Differences with details, keys in order; at most `max_differences` keys.
     pub differences: Vec<Difference>,
+    /// Function libraries compared on every master of both sides; a difference there makes
+    /// the verdict inconsistent too.
+    pub functions: Functions,
     pub unstable: Vec<Unstable>,
     pub sample: Option<SampleEstimate>,
 }

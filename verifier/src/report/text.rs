@@ -6,6 +6,7 @@ use similar::TextDiff;
 
 use super::{duration, Counts, Report, Verdict};
 use crate::diff::{DiffKind, Difference};
+use crate::functions::LibraryDifference;
 use crate::side::SideSummary;
 
 /// Differences shown with their diffs; the JSON report has them all.
@@ -22,8 +23,15 @@ pub(super) fn render(r: &Report) -> String {
         ),
         Verdict::Inconsistent => writeln!(
             out,
-            "ferry verify: INCONSISTENT, {} differences in {} of {} keys",
-            c.differences, c.differing_keys, c.keys_compared
+            "ferry verify: INCONSISTENT, {} differences in {} of {} keys{}",
+            c.differences,
+            c.differing_keys,
+            c.keys_compared,
+            match r.functions.differences.len() {
+                0 => String::new(),
+                1 => ", 1 function library difference".into(),
+                n => format!(", {n} function library differences"),
+            }
         ),
     };
     let _ = writeln!(out, "source   {}", side(&r.source));
@@ -80,6 +88,10 @@ pub(super) fn render(r: &Report) -> String {
         "keys     {} scanned on the source, {} on the target{}; {} compared, {} out of scope, {} of ferry's own skipped",
         c.source_keys_scanned, c.target_keys_scanned, counted(c), c.keys_compared, c.out_of_scope, c.reserved_ignored
     );
+    let _ = writeln!(out, "libs     {}", r.functions.summary());
+    for warning in r.functions.warnings() {
+        let _ = writeln!(out, "           warning: {warning}");
+    }
     let _ = writeln!(
         out,
         "rechecks {} round{}: {} resolved, {} unstable",
@@ -133,6 +145,12 @@ pub(super) fn render(r: &Report) -> String {
                 "  ... and {} more (--format json lists them all)",
                 r.differences.len() - SHOWN
             );
+        }
+    }
+    if !r.functions.differences.is_empty() {
+        out.push_str("\nfunction library differences\n");
+        for d in &r.functions.differences {
+            library(&mut out, d);
         }
     }
     if c.differences_not_kept > 0 {
@@ -201,6 +219,21 @@ fn difference(out: &mut String, d: &Difference) {
         .to_string();
     for line in unified.lines() {
         let _ = writeln!(out, "          {line}");
+    }
+}
+
+fn library(out: &mut String, d: &LibraryDifference) {
+    let _ = writeln!(out, "  {:<9} {}", d.kind.as_str(), d.summary());
+    if let (Some(s), Some(t)) = (&d.source_code, &d.target_code) {
+        let diff = TextDiff::from_lines(s.as_str(), t.as_str());
+        let unified = diff
+            .unified_diff()
+            .context_radius(3)
+            .header("source", "target")
+            .to_string();
+        for line in unified.lines() {
+            let _ = writeln!(out, "          {line}");
+        }
     }
 }
 

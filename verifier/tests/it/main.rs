@@ -4,6 +4,7 @@
 mod catchup;
 mod copy;
 mod diagnosis;
+mod functions;
 mod held;
 mod kinds;
 mod live;

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::sync::OnceLock;
 
-use ferry_fixtures::LocalServer;
+use ferry_fixtures::{LocalServer, Node as _};
 use ferry_verifier::{Format, Report};
 
 use crate::copy::{copy, Nodes};
@@ -14,7 +14,8 @@ use crate::shared::{config, run};
 /// Far expiry times, so TTLs are the same on every run (2100-01-01 and a minute later).
 const AT: i64 = 4_102_444_800_000;
 
-/// The report of a fixed scenario on two fresh standalone servers, normalised.
+/// The report of a fixed scenario on two fresh standalone servers (keys and function
+/// libraries), normalised.
 fn report() -> &'static Report {
     static REPORT: OnceLock<Report> = OnceLock::new();
     REPORT.get_or_init(|| {
@@ -77,6 +78,23 @@ fn report() -> &'static Report {
             let _: redis::Value = src.run(b"x", cmd);
         }
         copy(&source, &target, "rep:*");
+        let library = |name: &str, value: &str| {
+            format!("#!lua name={name}\nredis.register_function('{name}', function() return '{value}' end)\n")
+        };
+        let load = |server: &LocalServer, code: String| {
+            let _: String = redis::cmd("FUNCTION")
+                .arg("LOAD")
+                .arg(code)
+                .query(&mut server.master().connect().unwrap())
+                .unwrap();
+        };
+        // One library alike, one missing, one with other code, one extra on the target.
+        for (name, value) in [("rep_same", "1"), ("rep_missing", "2"), ("rep_changed", "3")] {
+            load(&source, library(name, value));
+        }
+        for (name, value) in [("rep_same", "1"), ("rep_changed", "three"), ("rep_extra", "4")] {
+            load(&target, library(name, value));
+        }
         let mut tgt = Nodes::new(&target);
         let changes: Vec<redis::Cmd> = vec![
             redis::cmd("SETRANGE")
@@ -142,6 +160,14 @@ fn normalise(report: &mut Report) {
             m.clock_offset_ms = 0.0;
             m.clock_uncertainty_ms = 0.0;
             m.expired_keys = 0;
+        }
+    }
+    for d in &mut report.functions.differences {
+        for t in &mut d.targets {
+            *t = ferry_verifier::NodeAddr {
+                host: "target".into(),
+                port: 6379,
+            };
         }
     }
 }
@@ -233,7 +259,11 @@ fn the_html_report_renders_in_a_headless_browser() {
         );
     }
     assert!(dom.contains("id=\"breakdown\""));
-    assert!(dom.contains("Inconsistent: 11 differences"), "{dom}");
+    assert!(
+        dom.contains("Inconsistent: 11 differences, 3 in function libraries"),
+        "{dom}"
+    );
+    assert!(dom.contains("id=\"library-differences\">3<"), "{dom}");
     assert!(dom.contains("rep:bin\\x00\\xff"));
     let shot = dir.join("report.png");
     browse(&[
