@@ -91,6 +91,12 @@ pub fn checkpoint_key_of(shard: &Shard) -> Bytes {
     checkpoint_key(first.unwrap_or(Slot::new(0).expect("slot 0")))
 }
 
+/// The hash of script bodies (field: sha) kept beside the checkpoint of the target master
+/// whose lowest slot is `slot`: an `EVALSHA` read after a restart finds its body there.
+pub fn scripts_key(slot: Slot) -> Bytes {
+    Bytes::from(format!("{RESERVED_PREFIX}{{{}}}:scripts", tag_for(slot)))
+}
+
 /// The heartbeat key ferry writes on the source master whose lowest slot is `slot`.
 pub fn heartbeat_key(slot: Slot) -> Bytes {
     Bytes::from(format!("{RESERVED_PREFIX}{{{}}}:heartbeat", tag_for(slot)))

@@ -7,6 +7,7 @@
 //! - `stream`: replication-stream commands to target writes (sans-IO).
 //! - `writer`: the exactly-once (or at-least-once) apply of the stream, per target master.
 //! - `checkpoint`: what the target has applied, stored in the target.
+//! - `verbatim`: scripts a source replicates verbatim, applied exactly once by a wrapper.
 //! - `file`: an RDB file as the source.
 
 mod checkpoint;
@@ -15,10 +16,11 @@ mod follow;
 mod run;
 mod snapshot;
 mod stream;
+mod verbatim;
 mod writer;
 
 pub use checkpoint::{
-    checkpoint_key, checkpoint_key_of, cleanup, heartbeat_key, Checkpoint, ShardId,
+    checkpoint_key, checkpoint_key_of, cleanup, heartbeat_key, scripts_key, Checkpoint, ShardId,
 };
 pub use file::{load_file, FileError, FileReport};
 pub use run::{

@@ -126,6 +126,9 @@ pub struct SnapshotSink {
     /// The sink is [full](Sink::full) with this many groups, or this much memory held.
     max_groups: usize,
     max_bytes: usize,
+    /// Script bodies the snapshot carries (`lua` aux fields: Redis up to 6.x sends its
+    /// script cache to replicas that way).
+    scripts: Vec<Bytes>,
 }
 
 /// A value being rewritten: the commands of the group being filled and the chunk being
@@ -174,7 +177,13 @@ impl SnapshotSink {
             stats: SnapshotStats::default(),
             max_groups: usize::MAX,
             max_bytes: usize::MAX,
+            scripts: Vec::new(),
         }
+    }
+
+    /// The script bodies read so far.
+    pub fn take_scripts(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.scripts)
     }
 
     /// Makes the parser pause (see [`Sink::full`]) once this many groups, or groups holding
@@ -245,6 +254,13 @@ impl SnapshotSink {
 
 impl Sink for SnapshotSink {
     type Error = SnapshotError;
+
+    fn aux(&mut self, name: &[u8], value: &[u8]) -> Result<(), SnapshotError> {
+        if name == b"lua" {
+            self.scripts.push(Bytes::copy_from_slice(value));
+        }
+        Ok(())
+    }
 
     fn header(&mut self, header: Header) -> Result<(), SnapshotError> {
         self.restore = !self.mode.force_rewrite

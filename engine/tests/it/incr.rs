@@ -68,7 +68,7 @@ impl Running {
         }
     }
 
-    fn resumes(&self) -> u64 {
+    pub(crate) fn resumes(&self) -> u64 {
         self.progress.iter().map(|p| p.resumes()).sum()
     }
 
