@@ -363,3 +363,121 @@ async fn redis_4_scripts_are_applied_exactly_once_through_restarts() {
 async fn redis_5_verbatim_scripts_are_applied_exactly_once_through_restarts() {
     scripts_are_applied_exactly_once("redis-5.0.10", &["lua-replicate-commands no"]).await;
 }
+
+/// Runs a sync from `source` to `target` until it stops; returns its error.
+async fn stops_with(source: &dyn Deployment, target: &dyn Deployment) -> String {
+    let sync = Sync::prepare(
+        &endpoint(source),
+        &endpoint(target),
+        options(SyncMode::FullIncr),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), sync.run())
+        .await
+        .expect("the sync stops")
+        .unwrap_err()
+        .to_string()
+}
+
+/// Starts a Redis 4.0 source with a sync into `target` running and caught up.
+async fn source_followed_by(target: &dyn Deployment) -> Option<(LocalServer, Running)> {
+    let source = LocalServer::builder()
+        .binary(binary("redis-4.0.14")?)
+        .start()
+        .unwrap();
+    let _: () = source
+        .nodes()[0]
+        .query(redis::cmd("SET").arg("before").arg(1))
+        .unwrap();
+    let mut sync = Running::start_endpoints(
+        &endpoint(&source),
+        &endpoint(target),
+        options(SyncMode::FullIncr),
+    )
+    .await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    Some((source, sync))
+}
+
+fn eval(source: &LocalServer, script: &str, keys: &[&str]) {
+    let _: redis::Value = source.nodes()[0]
+        .query(redis::cmd("EVAL").arg(script).arg(keys.len()).arg(keys))
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_no_one_target_master_can_run_whole_stop_the_sync_naming_them() {
+    // Keys `b` and `a` are served by different masters of a two-master cluster.
+    let cross = "redis.call('INCR', KEYS[1]); return redis.call('INCR', KEYS[2])";
+    let keyless = "return redis.call('INCR', 'b')";
+    let cases = [
+        (cross, &["b", "a"][..], "different target masters"),
+        (keyless, &[][..], "declares no keys"),
+    ];
+    for (script, keys, reason) in cases {
+        let target = LocalCluster::builder().masters(2).start().unwrap();
+        let Some((source, sync)) = source_followed_by(&target).await else {
+            return;
+        };
+        sync.stop().await;
+        eval(&source, script, keys);
+        let error = stops_with(&source, &target).await;
+        assert!(
+            error.contains(&sha1(script.as_bytes()))
+                && error.contains(reason)
+                && error.contains("redis.replicate_commands()"),
+            "{error}"
+        );
+    }
+
+    // A keyless script is exact on a target with one master.
+    let standalone = LocalServer::builder().start().unwrap();
+    let Some((source, mut sync)) = source_followed_by(&standalone).await else {
+        return;
+    };
+    eval(&source, keyless, &[]);
+    eval(&source, keyless, &[]);
+    sync.caught_up(Duration::from_secs(20)).await;
+    assert_same(&source, &standalone).await;
+    sync.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_that_writes_a_key_of_another_target_master_stops_and_the_next_run_reloads() {
+    let target = LocalCluster::builder().masters(2).start().unwrap();
+    let Some((source, sync)) = source_followed_by(&target).await else {
+        return;
+    };
+    // Declares `b`, also writes `a`, which the other target master serves.
+    let undeclared = "redis.call('INCR', KEYS[1]); return redis.call('INCR', 'a')";
+    eval(&source, undeclared, &["b"]);
+    let result = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if sync.finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(result.is_ok(), "the sync stops");
+    let error = sync.error().await;
+    assert!(
+        error.contains(&sha1(undeclared.as_bytes()))
+            && error.contains("must be served by")
+            && error.contains("loads the shard again"),
+        "{error}"
+    );
+    // The wrapper removed that master's checkpoint: the next run takes a new snapshot.
+    let mut sync = Running::start_endpoints(
+        &endpoint(&source),
+        &endpoint(&target),
+        options(SyncMode::FullIncr),
+    )
+    .await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    assert_eq!(sync.full_resyncs(), 1);
+    assert_same(&source, &target).await;
+    sync.stop().await;
+}
