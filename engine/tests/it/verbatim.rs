@@ -386,8 +386,7 @@ async fn source_followed_by(target: &dyn Deployment) -> Option<(LocalServer, Run
         .binary(binary("redis-4.0.14")?)
         .start()
         .unwrap();
-    let _: () = source
-        .nodes()[0]
+    let _: () = source.nodes()[0]
         .query(redis::cmd("SET").arg("before").arg(1))
         .unwrap();
     let mut sync = Running::start_endpoints(
