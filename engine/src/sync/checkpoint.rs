@@ -97,6 +97,12 @@ pub fn scripts_key(slot: Slot) -> Bytes {
     Bytes::from(format!("{RESERVED_PREFIX}{{{}}}:scripts", tag_for(slot)))
 }
 
+/// The script store of a target master.
+pub fn scripts_key_of(shard: &Shard) -> Bytes {
+    let first = shard.slots.iter().map(|r| r.first).min();
+    scripts_key(first.unwrap_or(Slot::new(0).expect("slot 0")))
+}
+
 /// The heartbeat key ferry writes on the source master whose lowest slot is `slot`.
 pub fn heartbeat_key(slot: Slot) -> Bytes {
     Bytes::from(format!("{RESERVED_PREFIX}{{{}}}:heartbeat", tag_for(slot)))

@@ -20,7 +20,8 @@ mod verbatim;
 mod writer;
 
 pub use checkpoint::{
-    checkpoint_key, checkpoint_key_of, cleanup, heartbeat_key, scripts_key, Checkpoint, ShardId,
+    checkpoint_key, checkpoint_key_of, cleanup, heartbeat_key, scripts_key, scripts_key_of,
+    Checkpoint, ShardId,
 };
 pub use file::{load_file, FileError, FileReport};
 pub use run::{

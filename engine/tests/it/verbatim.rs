@@ -1,6 +1,7 @@
 //! Sources that replicate scripts verbatim (Redis 4.0; 5.0 with `lua-replicate-commands no`)
 //! followed exactly once into a standalone and a cluster target: `EVAL`, `SCRIPT LOAD` and
-//! `EVALSHA`, a script that fails midway, scripts inside `MULTI`, all with counters and lists
+//! `EVALSHA`, a script that fails midway, scripts inside `MULTI`, a script that asks for
+//! effects replication (`redis.replicate_commands()`), all with counters and lists
 //! so that a script applied twice shows, through syncs stopped at random points (as abruptly
 //! as a crash) and resumed with `+CONTINUE`.
 
@@ -19,6 +20,8 @@ use super::incr::{options, Running};
 const PUSH: &str = "redis.call('INCR', KEYS[1]); redis.call('RPUSH', KEYS[2], ARGV[1]); return 1";
 /// Loaded with `SCRIPT LOAD` and called with `EVALSHA`.
 const LOADED: &str = "redis.call('INCRBY', KEYS[1], 2); redis.call('LPUSH', KEYS[2], ARGV[1]); redis.call('HINCRBY', KEYS[3], 'calls', 1); return 2";
+/// Asks for effects replication: the stream carries its writes in a `MULTI`, not the script.
+const EFFECTS: &str = "redis.replicate_commands(); redis.call('INCR', KEYS[1]); redis.call('RPUSH', KEYS[2], ARGV[1]); return 1";
 /// Loaded with `SCRIPT LOAD` while the sync streams.
 const LATER: &str = "return redis.call('RPUSH', KEYS[1], 'later', ARGV[1])";
 /// Writes twice, then fails (`INCR` of a list): the source keeps the two writes and
@@ -61,7 +64,7 @@ fn play(conn: &mut redis::Connection, loaded: &str, from: u64, to: u64) {
             cmd.arg(sha).arg(keys.len()).arg(keys).arg(i);
             cmd
         };
-        match i % 5 {
+        match i % 6 {
             0 => {
                 let _: i64 = eval(PUSH, &[&n, &l]).query(conn).unwrap();
             }
@@ -80,6 +83,9 @@ fn play(conn: &mut redis::Connection, loaded: &str, from: u64, to: u64) {
                     .arg(&m)
                     .add_command(evalsha(loaded, &[&n, &l, &h]));
                 let _: redis::Value = pipe.query(conn).unwrap();
+            }
+            4 => {
+                let _: i64 = eval(EFFECTS, &[&m, &l]).query(conn).unwrap();
             }
             _ => {
                 let push = sha1(PUSH.as_bytes());
