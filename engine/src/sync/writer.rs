@@ -557,7 +557,10 @@ impl NodeWriter {
         end: ReplOffset,
         db: u32,
     ) -> Result<(), ApplyError> {
-        if self.applied >= end && !self.fresh {
+        // A master ahead of `end` (after a resume from the lowest checkpoint, the masters'
+        // checkpoints differ where ferry stopped between their parallel writes) keeps its
+        // checkpoint: set back, it would take the writes up to it again.
+        if self.applied > end || (self.applied == end && !self.fresh) {
             self.units.clear();
             return Ok(());
         }

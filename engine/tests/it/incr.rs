@@ -671,3 +671,60 @@ async fn a_target_out_of_memory_waits_and_loses_nothing() {
     assert_exact(&source, &target).await;
     sync.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_master_ahead_of_the_lowest_checkpoint_is_not_set_back_on_resume() {
+    use ferry_engine::route::Slot;
+    use ferry_fixtures::LocalServer;
+    let source = LocalServer::builder().start().unwrap();
+    let target = LocalCluster::builder().masters(2).start().unwrap();
+    let master = &source.masters().unwrap()[0];
+    let run = |cmd: &mut redis::Cmd| {
+        let _: redis::Value = master.query(cmd).unwrap();
+    };
+    run(redis::cmd("SET").arg("a").arg(0));
+    let mut sync = Running::start(&source, &target, options(SyncMode::FullIncr)).await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    sync.stop().await;
+    // The master owning slot 0 (not key `a`, slot 15495) and its checkpoint now.
+    let first = ferry_engine::sync::checkpoint_key(Slot::new(0).unwrap());
+    let owner = target
+        .topology()
+        .unwrap()
+        .shard_for_slot(Slot::new(0).unwrap())
+        .unwrap()
+        .master
+        .clone();
+    let behind = target.node(&owner).unwrap();
+    let field = "slots-from-0";
+    let before: String = behind
+        .query(redis::cmd("HGET").arg(first.as_ref()).arg(field))
+        .unwrap();
+    // Writes for the other master only, and a command every master runs after what is
+    // queued (a flush point in the middle of the stream).
+    let mut sync = Running::start(&source, &target, options(SyncMode::FullIncr)).await;
+    for _ in 0..3 {
+        run(redis::cmd("INCR").arg("a"));
+    }
+    run(redis::cmd("FUNCTION").arg("FLUSH"));
+    for _ in 0..3 {
+        run(redis::cmd("INCR").arg("a"));
+    }
+    sync.caught_up(Duration::from_secs(20)).await;
+    sync.stop().await;
+    // As if ferry died after the other master's last checkpoint and before this one's (they
+    // are written in parallel): it received no write since, so its older checkpoint is true.
+    let _: () = behind
+        .query(
+            redis::cmd("HSET")
+                .arg(first.as_ref())
+                .arg(field)
+                .arg(&before),
+        )
+        .unwrap();
+    let mut sync = Running::start(&source, &target, options(SyncMode::FullIncr)).await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    assert_exact(&source, &target).await;
+    assert_eq!(sync.full_resyncs(), 0, "resumed from the lowest checkpoint");
+    sync.stop().await;
+}

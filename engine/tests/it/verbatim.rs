@@ -197,10 +197,24 @@ async fn assert_same(source: &dyn Deployment, target: &dyn Deployment) {
 }
 
 /// The verbatim-script workload through stopped and resumed syncs into both targets.
-async fn scripts_are_applied_exactly_once(source_build: &str, config: &[&str]) {
+/// The verbatim-script workload from `source_build` (with `config`) into a standalone and a
+/// cluster target of `target_build` (the Redis on the PATH when `None`).
+async fn scripts_are_applied_exactly_once(
+    source_build: &str,
+    config: &[&str],
+    target_build: Option<&str>,
+) {
     let Some(binary) = binary(source_build) else {
         return;
     };
+    let (mut standalone, mut cluster) = (LocalServer::builder(), LocalCluster::builder());
+    if let Some(build) = target_build {
+        let Some(target) = self::binary(build) else {
+            return;
+        };
+        standalone = standalone.binary(target.clone());
+        cluster = cluster.binary(target);
+    }
     let mut builder = LocalServer::builder()
         .binary(binary)
         .config("appendonly yes");
@@ -208,8 +222,8 @@ async fn scripts_are_applied_exactly_once(source_build: &str, config: &[&str]) {
         builder = builder.config(*line);
     }
     let source = builder.start().unwrap();
-    let standalone = LocalServer::builder().start().unwrap();
-    let cluster = LocalCluster::builder().masters(2).start().unwrap();
+    let standalone = standalone.start().unwrap();
+    let cluster = cluster.masters(2).start().unwrap();
     let master = source.master();
     let mut conn = (master as &dyn ferry_fixtures::Node).connect().unwrap();
     let loaded: String = redis::cmd("SCRIPT")
@@ -362,12 +376,17 @@ async fn scripts_are_applied_exactly_once(source_build: &str, config: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_4_scripts_are_applied_exactly_once_through_restarts() {
-    scripts_are_applied_exactly_once("redis-4.0.14", &[]).await;
+    scripts_are_applied_exactly_once("redis-4.0.14", &[], None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_4_scripts_are_applied_exactly_once_into_valkey_9() {
+    scripts_are_applied_exactly_once("redis-4.0.14", &[], Some("valkey-9.1.2")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_5_verbatim_scripts_are_applied_exactly_once_through_restarts() {
-    scripts_are_applied_exactly_once("redis-5.0.10", &["lua-replicate-commands no"]).await;
+    scripts_are_applied_exactly_once("redis-5.0.10", &["lua-replicate-commands no"], None).await;
 }
 
 /// Runs a sync from `source` to `target` until it stops; returns its error.
