@@ -996,6 +996,7 @@ impl<'a> Expect<'a> {
         let text = |e: &Bytes| String::from_utf8_lossy(e).into_owned();
         match (self, reply) {
             (Expect::Bracket, Frame::Error(e)) => Some((text(e), None)),
+            (Expect::Reply(c, _), Frame::Error(e)) if failed_as_on_source(c, e) => None,
             (Expect::Reply(c, k) | Expect::Queued(c, k), Frame::Error(e)) => {
                 Some((text(e), Some((*c, *k))))
             }
@@ -1006,12 +1007,31 @@ impl<'a> Expect<'a> {
                 .iter()
                 .zip(commands.iter())
                 .find_map(|(r, c)| match r {
-                    Frame::Error(e) => Some((text(e), Some((c, *k)))),
+                    Frame::Error(e) if !failed_as_on_source(c, e) => Some((text(e), Some((c, *k)))),
                     _ => None,
                 }),
             _ => None,
         }
     }
+}
+
+/// A verbatim script that failed while it ran (at least once): the source replicated it
+/// because it failed there the same way after writing. Refusals before it runs are not
+/// (`NOSCRIPT`, `NOPERM`, a refusal that passes, a key another master serves).
+fn failed_as_on_source(command: &Command, error: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(error);
+    let script = verbatim::script_step(command).is_some() || verbatim::is_evalsha(command);
+    let ran = !(text.starts_with("NOSCRIPT")
+        || text.starts_with("NOPERM")
+        || text.contains("non local key")
+        || text.starts_with("CROSSSLOT")
+        || text.starts_with("MOVED")
+        || text.starts_with("ASK")
+        || is_transient(&text));
+    if script && ran {
+        tracing::warn!(error = %text, "a verbatim script failed on the target as it did on the source; its writes before the error are kept, as there");
+    }
+    script && ran
 }
 
 fn scripts_refused(reply: &[u8]) -> ApplyError {

@@ -638,6 +638,15 @@ async fn verbatim_scripts_of_a_6_0_source_are_copied_exactly_once_and_at_least_o
     options.apply_mode = ferry_engine::sync::ApplyMode::AtLeastOnce;
     let mut sync = Running::start(&source, &target, options).await;
     eval(3);
+    // Writes, then fails: replicated anyway, and no reason to stop in either mode.
+    let failed = master.query::<()>(
+        redis::cmd("EVAL")
+            .arg("redis.call('INCR', KEYS[1]); return redis.call('INCR', KEYS[2])")
+            .arg(2)
+            .arg("{e}n")
+            .arg("{e}l"),
+    );
+    assert!(failed.is_err());
     tokio::time::sleep(Duration::from_millis(300)).await;
     sync.caught_up(Duration::from_secs(20)).await;
     assert_exact(&source, &target).await;
