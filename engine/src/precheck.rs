@@ -309,9 +309,15 @@ impl Side {
                     )));
                 }
             }
-            // Only a target holds ferry's checkpoints; the sync reads each master's under
-            // one name, so that name is all there is to look for.
-            let checkpoint = (side == "target").then(|| crate::sync::checkpoint_key_of(shard));
+            // Only a target holds ferry's checkpoints (and the script bodies kept beside
+            // them); the sync reads each master's under one name, so that name is all there
+            // is to look for.
+            let checkpoint = (side == "target").then(|| {
+                (
+                    crate::sync::checkpoint_key_of(shard),
+                    crate::sync::scripts_key_of(shard),
+                )
+            });
             let functions = deployment.server.holds_functions();
             masters.push(
                 MasterFacts::read(&mut link, shard.master.clone(), checkpoint, functions)
@@ -360,11 +366,12 @@ async fn text(link: &mut Link, argv: &[&str]) -> Result<String, String> {
 }
 
 impl MasterFacts {
-    /// The master's facts; `checkpoint`, the name of its checkpoint key where it may hold one.
+    /// The master's facts; `checkpoint`, the names of its checkpoint key and its script store
+    /// where it may hold them.
     async fn read(
         link: &mut Link,
         addr: NodeAddr,
-        checkpoint: Option<bytes::Bytes>,
+        checkpoint: Option<(bytes::Bytes, bytes::Bytes)>,
         functions: bool,
     ) -> Result<Self, String> {
         let info = parse_info(
@@ -406,18 +413,17 @@ impl MasterFacts {
             .map_err(|e| format!("{addr}: DBSIZE: {e}"))?
             .parse()
             .unwrap_or(0);
-        let reserved = match checkpoint {
-            Some(key) if total > 0 => {
-                match link
-                    .call(&[&b"EXISTS"[..], &key])
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
-                    Frame::Integer(n) => n.max(0) as u64,
-                    other => return Err(format!("{addr}: unexpected EXISTS reply {other:?}")),
-                }
-            }
-            _ => 0,
+        let mut exists = async |key: &[u8]| match link
+            .call(&[&b"EXISTS"[..], key])
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Frame::Integer(n) => Ok(n.max(0) as u64),
+            other => Err(format!("{addr}: unexpected EXISTS reply {other:?}")),
+        };
+        let (reserved, scripts) = match checkpoint {
+            Some((key, scripts)) if total > 0 => (exists(&key).await?, exists(&scripts).await?),
+            _ => (0, 0),
         };
         let libraries = if functions {
             crate::sync::library_names_on(link)
@@ -437,7 +443,7 @@ impl MasterFacts {
             info,
             config,
             modules,
-            user_keys: total.saturating_sub(reserved),
+            user_keys: total.saturating_sub(reserved + scripts),
             reserved_keys: reserved,
             libraries,
         })

@@ -199,6 +199,9 @@ pub enum ApplyError {
         command: String,
         reply: String,
     },
+    /// A script the source replicated verbatim cannot be applied exactly once.
+    #[error("cannot apply script {sha}: {reason}")]
+    Script { sha: String, reason: String },
     #[error("key {key} was redirected {count} times; the target's slots keep moving")]
     Redirects { key: String, count: u32 },
     #[error("no target master serves slot {slot} (key {key})")]

@@ -103,6 +103,18 @@ pub fn held_key(checkpoint: &[u8], shard: &ShardId) -> Bytes {
     Bytes::from(key)
 }
 
+/// The hash of script bodies (field: sha) kept beside the checkpoint of the target master
+/// whose lowest slot is `slot`: an `EVALSHA` read after a restart finds its body there.
+pub fn scripts_key(slot: Slot) -> Bytes {
+    Bytes::from(format!("{RESERVED_PREFIX}{{{}}}:scripts", tag_for(slot)))
+}
+
+/// The script store of a target master.
+pub fn scripts_key_of(shard: &Shard) -> Bytes {
+    let first = shard.slots.iter().map(|r| r.first).min();
+    scripts_key(first.unwrap_or(Slot::new(0).expect("slot 0")))
+}
+
 /// The heartbeat key ferry writes on the source master whose lowest slot is `slot`.
 pub fn heartbeat_key(slot: Slot) -> Bytes {
     Bytes::from(format!("{RESERVED_PREFIX}{{{}}}:heartbeat", tag_for(slot)))

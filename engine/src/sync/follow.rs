@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::checkpoint::{heartbeat_key, Checkpoint, ShardId};
 use super::run::{now_ms, Phase, ShardReport, ShardSync, SyncError, SyncMode, HEARTBEAT_PERIOD};
 use super::stream::{Routed, StreamRouter};
-use super::writer::StreamApplier;
+use super::writer::{ApplyMode, StreamApplier};
 use crate::apply::ApplyError;
 use crate::deployment::{parse_info, Deployment};
 use crate::link::Link;
@@ -190,8 +190,8 @@ impl ShardSync {
                         let _permit = self.host.acquire().await.expect("never closed");
                         self.progress.set_phase(Phase::Transfer);
                     }
-                    match self.load_snapshot(&mut session, load).await {
-                        Ok(_) => {}
+                    let scripts = match self.load_snapshot(&mut session, load).await {
+                        Ok((_, _, _, scripts)) => scripts,
                         Err(SyncError::Session { source, .. }) => {
                             // The source dropped the transfer (FLUSHALL kills the fork that
                             // streams it, a failover, a restart): take a new snapshot.
@@ -207,7 +207,13 @@ impl ShardSync {
                             continue;
                         }
                         Err(e) => return Err(e),
-                    }
+                    };
+                    // Before the first checkpoint of this history: an `EVALSHA` after a
+                    // restart may name them.
+                    applier
+                        .store_scripts(&scripts)
+                        .await
+                        .map_err(|e| self.apply_error(e))?;
                     let everywhere =
                         vec![(ReplOffset::default(), 0); self.target.topology.shards.len()];
                     applier.start(replid, &everywhere);
@@ -333,12 +339,31 @@ impl ShardSync {
         let apply = |e| self.apply_error(e);
         match routed {
             Routed::Nothing => {}
-            Routed::Writes(writes) => {
+            Routed::Writes(mut writes) => {
                 self.progress
                     .stream_commands
                     .fetch_add(1, Ordering::Relaxed);
+                for write in writes.iter_mut().filter(|w| w.script) {
+                    applier
+                        .resolve_scripts(write, offset)
+                        .await
+                        .map_err(apply)?;
+                }
+                // A verbatim script cannot run inside the batch script: it travels alone,
+                // in its own wrapper with the checkpoint (see `verbatim`).
+                let alone =
+                    applier.mode() == ApplyMode::ExactlyOnce && writes.iter().any(|w| w.script);
+                if alone {
+                    applier.flush(safe.0, safe.1).await.map_err(apply)?;
+                }
                 for write in writes {
                     applier.push(write, offset).map_err(apply)?;
+                }
+                if alone {
+                    applier
+                        .flush(offset, router.selected_db())
+                        .await
+                        .map_err(apply)?;
                 }
             }
             Routed::Clear => {

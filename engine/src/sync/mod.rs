@@ -8,6 +8,7 @@
 //! - `writer`: the exactly-once (or at-least-once) apply of the stream, per target master.
 //! - `checkpoint`: what the target has applied, stored in the target.
 //! - `hold`: expiries the target must not carry out before the source's stream does.
+//! - `verbatim`: scripts a source replicates verbatim, applied exactly once by a wrapper.
 //! - `file`: an RDB file as the source.
 //! - `functions`: a snapshot's function libraries on every target master.
 
@@ -19,10 +20,12 @@ mod hold;
 mod run;
 mod snapshot;
 mod stream;
+mod verbatim;
 mod writer;
 
 pub use checkpoint::{
-    checkpoint_key, checkpoint_key_of, cleanup, heartbeat_key, held_key, Checkpoint, ShardId,
+    checkpoint_key, checkpoint_key_of, cleanup, heartbeat_key, held_key, scripts_key,
+    scripts_key_of, Checkpoint, ShardId,
 };
 pub use file::{load_file, FileError, FileReport};
 pub(crate) use functions::library_names_on;

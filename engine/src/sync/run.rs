@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
@@ -586,7 +587,7 @@ impl ShardSync {
         };
         tracing::info!(shard = %shard, %replid, %offset, "full resync accepted");
         self.progress.set_phase(Phase::Transfer);
-        let (snapshot_bytes, stats, apply) = self.load_snapshot(&mut session, true).await?;
+        let (snapshot_bytes, stats, apply, _) = self.load_snapshot(&mut session, true).await?;
         Ok(ShardReport {
             source: shard,
             replid,
@@ -599,12 +600,12 @@ impl ShardSync {
     }
 
     /// Applies (or, when `apply` is false, reads past) the snapshot that follows
-    /// `+FULLRESYNC`.
+    /// `+FULLRESYNC`; also returns the script bodies it carries.
     pub(super) async fn load_snapshot(
         &self,
         session: &mut Session,
         apply_keys: bool,
-    ) -> Result<(u64, SnapshotStats, ApplyStats), SyncError> {
+    ) -> Result<(u64, SnapshotStats, ApplyStats, Vec<Bytes>), SyncError> {
         let shard = self.progress.source.clone();
         let session_error = |source| SyncError::Session {
             shard: shard.clone(),
@@ -618,7 +619,12 @@ impl ShardSync {
                         self.progress.record_received(bytes.len() as u64)
                     }
                     SessionEvent::SnapshotEnd { len } => {
-                        return Ok((len, SnapshotStats::default(), ApplyStats::default()))
+                        return Ok((
+                            len,
+                            SnapshotStats::default(),
+                            ApplyStats::default(),
+                            Vec::new(),
+                        ))
                     }
                     other => {
                         return Err(
@@ -797,7 +803,7 @@ impl ShardSync {
             bytes = snapshot_bytes,
             "snapshot applied"
         );
-        Ok((snapshot_bytes, stats, apply))
+        Ok((snapshot_bytes, stats, apply, sink.take_scripts()))
     }
 }
 

@@ -140,6 +140,9 @@ pub struct SnapshotSink {
     /// The target cannot hold functions: a library makes the snapshot fail (before any key,
     /// since libraries come first), naming this server.
     no_functions: Option<String>,
+    /// Script bodies the snapshot carries (`lua` aux fields: Redis up to 6.x sends its
+    /// script cache to replicas that way).
+    scripts: Vec<Bytes>,
 }
 
 /// A value being rewritten: the commands of the group being filled and the chunk being
@@ -192,6 +195,7 @@ impl SnapshotSink {
             holds: Vec::new(),
             libraries: Vec::new(),
             no_functions: None,
+            scripts: Vec::new(),
         }
     }
 
@@ -228,6 +232,11 @@ impl SnapshotSink {
     /// The code of every function library read so far, as `FUNCTION LOAD` takes it.
     pub fn libraries(&self) -> &[Bytes] {
         &self.libraries
+    }
+
+    /// The script bodies read so far.
+    pub fn take_scripts(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.scripts)
     }
 
     /// Makes the parser pause (see [`Sink::full`]) once this many groups, or groups holding
@@ -299,6 +308,13 @@ impl SnapshotSink {
 
 impl Sink for SnapshotSink {
     type Error = SnapshotError;
+
+    fn aux(&mut self, name: &[u8], value: &[u8]) -> Result<(), SnapshotError> {
+        if name == b"lua" {
+            self.scripts.push(Bytes::copy_from_slice(value));
+        }
+        Ok(())
+    }
 
     fn header(&mut self, header: Header) -> Result<(), SnapshotError> {
         self.restore = !self.mode.force_rewrite

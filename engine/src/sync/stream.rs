@@ -261,6 +261,9 @@ impl StreamRouter {
                 ))
             }
         };
+        if keys.is_empty() && VERBATIM_SCRIPTS.contains(&name) {
+            return self.keyless_script(command);
+        }
         if keys.is_empty() {
             if name.ends_with("publish") {
                 // Any target master takes it; the cluster bus spreads it.
@@ -300,17 +303,51 @@ impl StreamRouter {
                 script: VERBATIM_SCRIPTS.contains(&name),
             }]));
         }
+        let script = VERBATIM_SCRIPTS.contains(&name);
         match split(name, &command, &keys, &selected) {
             Some(writes) => Ok(Routed::Writes(writes)),
+            None if !one_master && script => Err(script_error(
+                &command,
+                "its keys belong to different target masters, and a script runs whole on one",
+            )),
             None if !one_master => Err(error(
                 &command,
                 "its keys belong to different target masters and it cannot be split",
+            )),
+            None if script => Err(script_error(
+                &command,
+                "only some of its keys are selected, and a script runs whole",
             )),
             None => Err(error(
                 &command,
                 "only some of its keys are selected and it cannot be split",
             )),
         }
+    }
+
+    /// A verbatim script that declares no keys: ferry cannot tell where its writes go, unless
+    /// the target has one master and every key is selected.
+    fn keyless_script(&self, command: Command) -> Result<Routed, RouteError> {
+        if self.target.shards.len() != 1 {
+            return Err(script_error(
+                &command,
+                "it declares no keys, so ferry cannot tell which target master owns what it writes",
+            ));
+        }
+        if !self.keys.is_empty() {
+            return Err(script_error(
+                &command,
+                "it declares no keys, so ferry cannot tell whether it writes selected keys",
+            ));
+        }
+        Ok(Routed::Writes(vec![Write {
+            // Any key routes to the one master.
+            key: Bytes::new(),
+            commands: vec![command],
+            relative: true,
+            other_slots: Vec::new(),
+            script: true,
+        }]))
     }
 
     fn same_master(&self, a: &[u8], b: &[u8]) -> bool {
@@ -360,6 +397,22 @@ fn error(command: &Command, reason: &str) -> RouteError {
         reason: reason.to_string(),
     }
 }
+
+/// Why a verbatim script cannot be followed, naming it by its sha.
+fn script_error(command: &Command, reason: &str) -> RouteError {
+    RouteError {
+        command: format!(
+            "{} {}",
+            printable(command.name()).to_ascii_uppercase(),
+            super::verbatim::sha_of(command)
+        ),
+        reason: format!("{reason}; {SCRIPT_EFFECTS_HINT}"),
+    }
+}
+
+/// How to make a source replicate a script's writes instead of the script, on each version
+/// that can replicate scripts verbatim.
+pub const SCRIPT_EFFECTS_HINT: &str = "make the source replicate the script's effects (Redis 4.0: call redis.replicate_commands() first in the script; 5.0: lua-replicate-commands yes in redis.conf, which CONFIG SET does not change; 6.x: CONFIG SET lua-replicate-commands yes)";
 
 /// `MOVE key db`: the destination db.
 fn move_db(command: &Command) -> Option<u32> {

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
-use super::checkpoint::{checkpoint_key_of, held_key, Checkpoint, ShardId};
+use super::checkpoint::{checkpoint_key_of, held_key, scripts_key, Checkpoint, ShardId};
 use super::hold::{self, HOLD_MARGIN_MS, HOLD_SHIFT_MS};
 use super::run::now_ms;
-use super::stream::Write;
+use super::stream::{Write, SCRIPT_EFFECTS_HINT};
+use super::verbatim::{self, ScriptBook, Step};
 use crate::apply::{connect, printable, ApplyConfig, ApplyError};
 use crate::deployment::Deployment;
 use crate::link::{Link, LinkError};
@@ -85,6 +86,8 @@ struct NodeWriter {
     /// that owns it now is this writer's node.
     first_slot: Slot,
     key: Bytes,
+    /// Where this master keeps the bodies of the verbatim scripts it ran.
+    scripts_key: Bytes,
     /// What the master's checkpoint says.
     applied: ReplOffset,
     applied_db: u32,
@@ -130,6 +133,8 @@ pub struct StreamApplier {
     hold: bool,
     /// How far the stream runs behind the source (the heartbeat lag), in ms.
     lag_ms: i64,
+    /// Bodies of the scripts the stream may name by sha.
+    scripts: ScriptBook,
 }
 
 impl StreamApplier {
@@ -139,25 +144,29 @@ impl StreamApplier {
             .topology
             .shards
             .iter()
-            .map(|s| NodeWriter {
-                addr: s.master.clone(),
-                first_slot: s
+            .map(|s| {
+                let first_slot = s
                     .slots
                     .iter()
                     .map(|r| r.first)
                     .min()
-                    .unwrap_or(Slot::new(0).expect("slot 0")),
-                key: checkpoint_key_of(s),
-                held_key: held_key(&checkpoint_key_of(s), &shard),
-                held: None,
-                released: Instant::now(),
-                applied: ReplOffset::default(),
-                applied_db: 0,
-                fresh: true,
-                suspect: false,
-                checkpointed: Instant::now(),
-                units: Vec::new(),
-                link: None,
+                    .unwrap_or(Slot::new(0).expect("slot 0"));
+                NodeWriter {
+                    addr: s.master.clone(),
+                    first_slot,
+                    key: checkpoint_key_of(s),
+                    scripts_key: scripts_key(first_slot),
+                    applied: ReplOffset::default(),
+                    applied_db: 0,
+                    fresh: true,
+                    suspect: false,
+                    checkpointed: Instant::now(),
+                    units: Vec::new(),
+                    link: None,
+                    held_key: held_key(&checkpoint_key_of(s), &shard),
+                    held: None,
+                    released: Instant::now(),
+                }
             })
             .collect();
         StreamApplier {
@@ -171,6 +180,7 @@ impl StreamApplier {
             pending: 0,
             hold,
             lag_ms: 0,
+            scripts: ScriptBook::default(),
         }
     }
 
@@ -178,6 +188,10 @@ impl StreamApplier {
     /// margin) are held until the stream passes them.
     pub fn set_lag(&mut self, lag_ms: u64) {
         self.lag_ms = lag_ms.min(i64::MAX as u64) as i64;
+    }
+
+    pub fn mode(&self) -> ApplyMode {
+        self.mode
     }
 
     pub fn replid(&self) -> ReplId {
@@ -324,6 +338,90 @@ impl StreamApplier {
         Ok(())
     }
 
+    /// Learns the bodies of `write`'s `EVAL`s and gives its `EVALSHA`s theirs (`EVAL body
+    /// ...`), looking a body the process has not seen up in the target's script stores. A
+    /// write the target master already applied keeps an `EVALSHA` it has no body for: it is
+    /// skipped.
+    pub async fn resolve_scripts(
+        &mut self,
+        write: &mut Write,
+        offset: ReplOffset,
+    ) -> Result<(), ApplyError> {
+        let applied = self
+            .target
+            .topology
+            .owner_index(Slot::of_key(&write.key))
+            .is_some_and(|i| self.writers[i].applied >= offset);
+        for i in 0..write.commands.len() {
+            let command = &write.commands[i];
+            if let Some(Ok(Step::Script { body, .. })) = verbatim::script_step(command) {
+                self.scripts.learn(body.clone());
+                continue;
+            }
+            if !verbatim::is_evalsha(command) {
+                continue;
+            }
+            let sha = command.args().first().cloned().unwrap_or_default();
+            if self.scripts.get(&sha).is_none() {
+                self.look_up_script(&sha).await?;
+            }
+            match self.scripts.get(&sha) {
+                Some(body) => write.commands[i] = verbatim::with_body(command, body),
+                None if applied || self.mode == ApplyMode::AtLeastOnce => {}
+                None => {
+                    return Err(ApplyError::Script {
+                        sha: printable(&sha),
+                        reason: format!("the source names it by sha only, and ferry has not seen its body (not in the stream since the checkpoint, nor in a snapshot, nor stored in the target's {}*:scripts keys); load the shard again from a snapshot (ferry cleanup on the target, then sync), or {SCRIPT_EFFECTS_HINT}", crate::precheck::RESERVED_PREFIX),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the body of script `sha` from the first target master that stored it.
+    async fn look_up_script(&mut self, sha: &Bytes) -> Result<(), ApplyError> {
+        for i in 0..self.writers.len() {
+            let key = self.writers[i].scripts_key.clone();
+            let link = self.link(i).await?;
+            if let Frame::Bulk(Some(body)) = link
+                .call(&[&b"HGET"[..], &key, sha])
+                .await
+                .map_err(link_error)?
+            {
+                tracing::info!(shard = %self.shard, sha = %printable(sha), "script body found in the target's store");
+                self.scripts.insert(sha, body);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Learns `bodies` (a snapshot's `lua` aux fields, `SCRIPT LOAD`) and stores them on
+    /// every target master, before any checkpoint moves past the point they were learnt.
+    pub async fn store_scripts(&mut self, bodies: &[Bytes]) -> Result<(), ApplyError> {
+        if bodies.is_empty() {
+            return Ok(());
+        }
+        let mut fields: Vec<Bytes> = Vec::new();
+        for body in bodies {
+            let sha = self.scripts.learn(body.clone());
+            fields.push(Bytes::from(sha));
+            fields.push(body.clone());
+        }
+        for i in 0..self.writers.len() {
+            let key = self.writers[i].scripts_key.clone();
+            let link = self.link(i).await?;
+            for chunk in fields.chunks(200) {
+                let mut argv: Vec<&[u8]> = vec![b"HSET", &key];
+                argv.extend(chunk.iter().map(|b| b.as_ref()));
+                expect_ok(link, &argv).await?;
+            }
+        }
+        tracing::debug!(shard = %self.shard, scripts = bodies.len(), "script bodies stored on the target");
+        Ok(())
+    }
+
     /// Applies everything queued and moves every master's checkpoint to `end` with `db`
     /// selected.
     pub async fn flush(&mut self, end: ReplOffset, db: u32) -> Result<(), ApplyError> {
@@ -364,6 +462,11 @@ impl StreamApplier {
         offset: ReplOffset,
         db: u32,
     ) -> Result<(), ApplyError> {
+        let argv = command.argv();
+        if argv.len() == 3 && command.is("script") && argv[1].eq_ignore_ascii_case(b"load") {
+            // `EVALSHA` names it from now on, also after a restart.
+            self.store_scripts(&[argv[2].clone()]).await?;
+        }
         for i in 0..self.writers.len() {
             if self.writers[i].applied >= offset {
                 continue;
@@ -502,7 +605,10 @@ impl NodeWriter {
         end: ReplOffset,
         db: u32,
     ) -> Result<(), ApplyError> {
-        if self.applied >= end && !self.fresh {
+        // A master ahead of `end` (after a resume from the lowest checkpoint, the masters'
+        // checkpoints differ where ferry stopped between their parallel writes) keeps its
+        // checkpoint: set back, it would take the writes up to it again.
+        if self.applied > end || (self.applied == end && !self.fresh) {
             self.units.clear();
             return Ok(());
         }
@@ -675,12 +781,8 @@ impl NodeWriter {
         .encode();
         let relative = self.units.iter().any(|u| u.relative);
         if relative && context.mode == ApplyMode::ExactlyOnce {
-            if let Some(unit) = self.units.iter().find(|u| u.script) {
-                return Err(Failure::Fatal(ApplyError::Rejected {
-                    key: printable(&unit.key),
-                    command: unit.commands.first().map(|c| printable(c.name()).to_ascii_uppercase()).unwrap_or_default(),
-                    reply: "the source replicates this script verbatim (lua-replicate-commands no), and exactly-once cannot run a script inside its own: set lua-replicate-commands yes on the source, or run with --apply at-least-once".into(),
-                }));
+            if self.units.iter().any(|u| u.script) {
+                return self.verbatim(context, &value).await;
             }
             return self.script(context, &value).await;
         }
@@ -765,6 +867,137 @@ impl NodeWriter {
             }
         }
         Err(classify(text, what))
+    }
+
+    /// The queued units (they hold a verbatim script) as one [wrapper](verbatim::wrapper)
+    /// script with the checkpoint.
+    async fn verbatim(&mut self, context: &Context, value: &str) -> Result<(), Failure> {
+        let value = Bytes::from(value.to_string());
+        let fatal =
+            |sha: String, reason: String| Failure::Fatal(ApplyError::Script { sha, reason });
+        let mut steps: Vec<Step<'_>> = Vec::new();
+        // Per step: the sha of a script, or the command and its key.
+        let mut named: Vec<(String, &Command, &Bytes)> = Vec::new();
+        for unit in &self.units {
+            for command in &unit.commands {
+                let step = match verbatim::script_step(command) {
+                    Some(Ok(step)) => step,
+                    Some(Err(reason)) => return Err(fatal(verbatim::sha_of(command), reason)),
+                    None if verbatim::is_evalsha(command) => {
+                        return Err(fatal(
+                            verbatim::sha_of(command),
+                            "its body is unknown".into(),
+                        ))
+                    }
+                    None if command.is("fcall") || command.is("fcall_ro") => {
+                        return Err(Failure::Fatal(ApplyError::Rejected {
+                            key: printable(&unit.key),
+                            command: "FCALL".into(),
+                            reply: "a function call replicated verbatim cannot be applied exactly once; run with --apply at-least-once".into(),
+                        }))
+                    }
+                    None => Step::Command(command.argv()),
+                };
+                let too_long = match &step {
+                    Step::Command(args) => args.len(),
+                    Step::Script { keys, args, .. } => keys.len().max(args.len()),
+                } > SCRIPT_MAX_ARGS;
+                if too_long {
+                    return Err(Failure::Fatal(ApplyError::Rejected {
+                        key: printable(&unit.key),
+                        command: printable(command.name()).to_ascii_uppercase(),
+                        reply: format!("more than {SCRIPT_MAX_ARGS} arguments do not fit one exactly-once script; use --apply at-least-once"),
+                    }));
+                }
+                steps.push(step);
+                named.push((verbatim::sha_of(command), command, &unit.key));
+            }
+        }
+        let mut probes: Vec<Bytes> = Vec::new();
+        let mut seen: Vec<Slot> = vec![Slot::of_key(&self.key)];
+        for unit in &self.units {
+            for key in std::iter::once(&unit.key).chain(&unit.other_slots) {
+                let slot = Slot::of_key(key);
+                if !seen.contains(&slot) {
+                    seen.push(slot);
+                    probes.push(key.clone());
+                }
+            }
+        }
+        let (text, args) = verbatim::wrapper(
+            &steps,
+            [&self.key, &context.field, &value],
+            &self.scripts_key,
+            &probes,
+        );
+        let mut argv = vec![
+            Bytes::from_static(b"EVAL"),
+            Bytes::from(text),
+            Bytes::from_static(b"0"),
+        ];
+        argv.extend(args);
+        let link = self.link.as_mut().expect("connected");
+        link.queue_command(&Command::from_argv(argv).expect("not empty"));
+        let reply = link.exchange().await.map_err(Failure::Link)?.remove(0);
+        let text = |f: Option<&Frame>| match f {
+            Some(Frame::Bulk(Some(b))) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        };
+        let shas = || {
+            let mut shas: Vec<&str> = named
+                .iter()
+                .map(|(sha, _, _)| sha.as_str())
+                .filter(|s| !s.is_empty())
+                .collect();
+            shas.dedup();
+            shas.join(", ")
+        };
+        match reply {
+            Frame::Array(Some(parts)) => match text(parts.first()).as_str() {
+                "ok" => {
+                    for failed in parts[1..].chunks(2) {
+                        let step: usize = text(failed.first()).parse().unwrap_or(0);
+                        let sha = named.get(step).map(|n| n.0.as_str()).unwrap_or_default();
+                        tracing::warn!(node = %self.addr, sha, error = %text(failed.get(1)), "a verbatim script failed on the target as it did on the source; its writes before the error are kept, as there");
+                    }
+                    Ok(())
+                }
+                "retry" => Err(Failure::Later(text(parts.get(1)))),
+                _ => {
+                    let step: usize = text(parts.get(1)).parse().unwrap_or(0);
+                    let error = text(parts.get(2));
+                    let removed = "the writes before it are applied and this shard's checkpoint on that master was removed, so the next run loads the shard again";
+                    match named.get(step) {
+                        Some((sha, _, _)) if !sha.is_empty() => Err(fatal(
+                            sha.clone(),
+                            format!("it failed on target master {} with `{error}`, which the source cannot have seen: every key it touches, declared or not, must be served by the target master that owns its first key; {removed}", self.addr),
+                        )),
+                        Some((_, command, key)) => Err(Failure::Fatal(ApplyError::Rejected {
+                            key: printable(key),
+                            command: printable(command.name()).to_ascii_uppercase(),
+                            reply: format!("{error} (write {step} of a transaction with a script on {}: {removed})", self.addr),
+                        })),
+                        None => Err(fatal(shas(), error)),
+                    }
+                }
+            },
+            Frame::Error(e) => {
+                let error = String::from_utf8_lossy(&e).into_owned();
+                if error.contains("NOPERM") || error.contains("unknown command") {
+                    return Err(Failure::Fatal(scripts_refused(&e)));
+                }
+                if is_transient(&error) {
+                    return Err(Failure::Later(error));
+                }
+                // Nothing was written (the wrapper did not compile, or its first write was
+                // refused).
+                Err(fatal(
+                    shas(),
+                    format!("target master {} refused it: {error}", self.addr),
+                ))
+            }
+            other => Err(fatal(shas(), format!("unexpected reply {other:?}"))),
+        }
     }
 
     async fn script(&mut self, context: &Context, value: &str) -> Result<(), Failure> {
@@ -877,6 +1110,7 @@ impl<'a> Expect<'a> {
         let text = |e: &Bytes| String::from_utf8_lossy(e).into_owned();
         match (self, reply) {
             (Expect::Bracket, Frame::Error(e)) => Some((text(e), None)),
+            (Expect::Reply(c, _), Frame::Error(e)) if failed_as_on_source(c, e) => None,
             (Expect::Reply(c, k) | Expect::Queued(c, k), Frame::Error(e)) => {
                 Some((text(e), Some((*c, *k))))
             }
@@ -887,12 +1121,31 @@ impl<'a> Expect<'a> {
                 .iter()
                 .zip(commands.iter())
                 .find_map(|(r, c)| match r {
-                    Frame::Error(e) => Some((text(e), Some((c, *k)))),
+                    Frame::Error(e) if !failed_as_on_source(c, e) => Some((text(e), Some((c, *k)))),
                     _ => None,
                 }),
             _ => None,
         }
     }
+}
+
+/// A verbatim script that failed while it ran (at least once): the source replicated it
+/// because it failed there the same way after writing. Refusals before it runs are not
+/// (`NOSCRIPT`, `NOPERM`, a refusal that passes, a key another master serves).
+fn failed_as_on_source(command: &Command, error: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(error);
+    let script = verbatim::script_step(command).is_some() || verbatim::is_evalsha(command);
+    let ran = !(text.starts_with("NOSCRIPT")
+        || text.starts_with("NOPERM")
+        || text.contains("non local key")
+        || text.starts_with("CROSSSLOT")
+        || text.starts_with("MOVED")
+        || text.starts_with("ASK")
+        || is_transient(&text));
+    if script && ran {
+        tracing::warn!(error = %text, "a verbatim script failed on the target as it did on the source; its writes before the error are kept, as there");
+    }
+    script && ran
 }
 
 fn scripts_refused(reply: &[u8]) -> ApplyError {

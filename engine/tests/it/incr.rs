@@ -68,12 +68,24 @@ impl Running {
         }
     }
 
-    fn resumes(&self) -> u64 {
+    pub(crate) fn resumes(&self) -> u64 {
         self.progress.iter().map(|p| p.resumes()).sum()
     }
 
     pub(crate) fn full_resyncs(&self) -> u64 {
         self.progress.iter().map(|p| p.full_resyncs()).sum()
+    }
+
+    pub(crate) fn finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// The error the sync stopped with (it must have stopped).
+    pub(crate) async fn error(self) -> String {
+        match self.task.await.unwrap() {
+            Ok(()) => panic!("the sync ended without an error"),
+            Err(e) => e,
+        }
     }
 
     pub(crate) async fn stop(self) {
@@ -586,7 +598,7 @@ async fn incr_mode_streams_onto_a_target_that_already_holds_the_data() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verbatim_script_replication_is_named_under_exactly_once_and_copied_at_least_once() {
+async fn verbatim_scripts_of_a_6_0_source_are_copied_exactly_once_and_at_least_once() {
     use ferry_fixtures::{LocalServer, ServerBinary};
     let source = LocalServer::builder()
         .binary(ServerBinary::cached("redis-6.0.9").unwrap())
@@ -614,27 +626,27 @@ async fn verbatim_script_replication_is_named_under_exactly_once_and_copied_at_l
             )
             .unwrap();
     };
-    let sync = Sync::prepare(
-        &endpoint(&source),
-        &endpoint(&target),
-        options(SyncMode::FullIncr),
-    )
-    .await
-    .unwrap();
-    let running = tokio::spawn(sync.run());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut sync = Running::start(&source, &target, options(SyncMode::FullIncr)).await;
+    sync.caught_up(Duration::from_secs(20)).await;
     eval(1);
-    let error = tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .expect("the sync stops on the verbatim script")
-        .unwrap()
-        .unwrap_err()
-        .to_string();
-    assert!(error.contains("lua-replicate-commands"), "{error}");
+    eval(2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    assert_exact(&source, &target).await;
+    sync.stop().await;
     let mut options = options(SyncMode::FullIncr);
     options.apply_mode = ferry_engine::sync::ApplyMode::AtLeastOnce;
     let mut sync = Running::start(&source, &target, options).await;
-    eval(2);
+    eval(3);
+    // Writes, then fails: replicated anyway, and no reason to stop in either mode.
+    let failed = master.query::<()>(
+        redis::cmd("EVAL")
+            .arg("redis.call('INCR', KEYS[1]); return redis.call('INCR', KEYS[2])")
+            .arg(2)
+            .arg("{e}n")
+            .arg("{e}l"),
+    );
+    assert!(failed.is_err());
     tokio::time::sleep(Duration::from_millis(300)).await;
     sync.caught_up(Duration::from_secs(20)).await;
     assert_exact(&source, &target).await;
@@ -772,4 +784,61 @@ async fn writes_the_source_ran_just_before_an_expiry_land_although_the_target_pa
     .unwrap();
     assert_eq!(expire_time(&target, "soon"), own);
     assert_exact(&source, &target).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_master_ahead_of_the_lowest_checkpoint_is_not_set_back_on_resume() {
+    use ferry_engine::route::Slot;
+    use ferry_fixtures::LocalServer;
+    let source = LocalServer::builder().start().unwrap();
+    let target = LocalCluster::builder().masters(2).start().unwrap();
+    let master = &source.masters().unwrap()[0];
+    let run = |cmd: &mut redis::Cmd| {
+        let _: redis::Value = master.query(cmd).unwrap();
+    };
+    run(redis::cmd("SET").arg("a").arg(0));
+    let mut sync = Running::start(&source, &target, options(SyncMode::FullIncr)).await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    sync.stop().await;
+    // The master owning slot 0 (not key `a`, slot 15495) and its checkpoint now.
+    let first = ferry_engine::sync::checkpoint_key(Slot::new(0).unwrap());
+    let owner = target
+        .topology()
+        .unwrap()
+        .shard_for_slot(Slot::new(0).unwrap())
+        .unwrap()
+        .master
+        .clone();
+    let behind = target.node(&owner).unwrap();
+    let field = "slots-from-0";
+    let before: String = behind
+        .query(redis::cmd("HGET").arg(first.as_ref()).arg(field))
+        .unwrap();
+    // Writes for the other master only, and a command every master runs after what is
+    // queued (a flush point in the middle of the stream).
+    let mut sync = Running::start(&source, &target, options(SyncMode::FullIncr)).await;
+    for _ in 0..3 {
+        run(redis::cmd("INCR").arg("a"));
+    }
+    run(redis::cmd("FUNCTION").arg("FLUSH"));
+    for _ in 0..3 {
+        run(redis::cmd("INCR").arg("a"));
+    }
+    sync.caught_up(Duration::from_secs(20)).await;
+    sync.stop().await;
+    // As if ferry died after the other master's last checkpoint and before this one's (they
+    // are written in parallel): it received no write since, so its older checkpoint is true.
+    let _: () = behind
+        .query(
+            redis::cmd("HSET")
+                .arg(first.as_ref())
+                .arg(field)
+                .arg(&before),
+        )
+        .unwrap();
+    let mut sync = Running::start(&source, &target, options(SyncMode::FullIncr)).await;
+    sync.caught_up(Duration::from_secs(20)).await;
+    assert_exact(&source, &target).await;
+    assert_eq!(sync.full_resyncs(), 0, "resumed from the lowest checkpoint");
+    sync.stop().await;
 }

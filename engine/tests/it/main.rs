@@ -11,3 +11,4 @@ mod replica;
 mod stream_router;
 mod sync;
 mod tls;
+mod verbatim;
