@@ -5,13 +5,17 @@
 //! - `run`: the sync of every source shard (snapshot, then the stream), progress counters.
 //! - `follow`: a shard's incremental part: resume, full resyncs, the stream loop, heartbeat.
 //! - `stream`: replication-stream commands to target writes (sans-IO).
+//! - `expiry`: relative expiries of sources before Redis 7.0 made absolute (sans-IO).
 //! - `writer`: the exactly-once (or at-least-once) apply of the stream, per target master.
+//! - `probe`: expiries read back from a source master where the stream cannot give them.
 //! - `checkpoint`: what the target has applied, stored in the target.
 //! - `file`: an RDB file as the source.
 
 mod checkpoint;
+mod expiry;
 mod file;
 mod follow;
+mod probe;
 mod run;
 mod snapshot;
 mod stream;
@@ -20,6 +24,7 @@ mod writer;
 pub use checkpoint::{
     checkpoint_key, checkpoint_key_of, cleanup, heartbeat_key, Checkpoint, ShardId,
 };
+pub use expiry::{Arrival, Probe, SourceForms};
 pub use file::{load_file, FileError, FileReport};
 pub use run::{
     Phase, ShardProgress, ShardReport, Sync, SyncError, SyncMode, SyncOptions, SyncReport,
