@@ -116,6 +116,9 @@ struct Held {
 struct Expiries {
     prober: Prober,
     replayed_until: ReplOffset,
+    /// How far the source master's clock is ahead of ferry's: arrival times are moved onto
+    /// the source's clock, which is the one its own absolute expiries (and the probes) use.
+    clock_offset_ms: i64,
 }
 
 /// Aborts a background task when dropped.
@@ -151,6 +154,7 @@ impl ShardSync {
                     self.options.timeout,
                 ),
                 replayed_until: ReplOffset::default(),
+                clock_offset_ms: 0,
             }
         });
         let mut applier = StreamApplier::new(
@@ -285,7 +289,13 @@ impl ShardSync {
                         ReplOffset::new(u64::MAX)
                     }
                 };
-                tracing::debug!(shard = %shard, replayed_until = %expiries.replayed_until, "commands up to this offset ran before the link");
+                match expiries.prober.clock_offset_ms().await {
+                    Ok(offset) => expiries.clock_offset_ms = offset,
+                    Err(e) => {
+                        tracing::warn!(shard = %shard, error = %e, "cannot read the source's clock; arrival times stay on this host's")
+                    }
+                }
+                tracing::info!(shard = %shard, replayed_until = %expiries.replayed_until, clock_offset_ms = expiries.clock_offset_ms, "commands up to this offset ran before the link; expiries of later ones count from their arrival");
             }
             self.progress.set_phase(Phase::Streaming);
             self.record(&applier, &mut session);
@@ -419,11 +429,15 @@ impl ShardSync {
             ));
         };
         self.heartbeat_arrived(&command);
-        let arrival = Arrival {
-            ms: arrived_ms,
-            replayed: expiries
-                .as_ref()
-                .is_some_and(|e| offset <= e.replayed_until),
+        let arrival = match &expiries {
+            Some(e) => Arrival {
+                ms: arrived_ms.saturating_add_signed(e.clock_offset_ms),
+                replayed: offset <= e.replayed_until,
+            },
+            None => Arrival {
+                ms: arrived_ms,
+                replayed: false,
+            },
         };
         let routed = router
             .route_at(command, arrival)

@@ -104,6 +104,30 @@ impl Prober {
             })
     }
 
+    /// How far the master's clock is ahead of this host's, in milliseconds (`TIME` against
+    /// the local clock at the middle of the round trip; off by at most half of it).
+    pub(super) async fn clock_offset_ms(&mut self) -> Result<i64, ProbeError> {
+        let result = self.read_clock_offset().await;
+        if result.is_err() {
+            self.link = None;
+        }
+        result
+    }
+
+    async fn read_clock_offset(&mut self) -> Result<i64, ProbeError> {
+        let link = self.link().await?;
+        let addr = link.addr().to_string();
+        let sent = crate::replica::unix_ms();
+        let reply = link.call(&["TIME"]).await?;
+        let received = crate::replica::unix_ms();
+        let source_ms = source_clock(&reply).ok_or_else(|| ProbeError::Refused {
+            addr,
+            command: "TIME",
+            reply: format!("{reply:?}"),
+        })?;
+        Ok(source_ms as i64 - (sent + received).div_ceil(2) as i64)
+    }
+
     /// Reads the expiry of every probe of `writes` and puts it in place of its placeholder.
     pub(super) async fn resolve(
         &mut self,
@@ -160,7 +184,15 @@ impl Prober {
 
 /// `PTTL`'s reply and the `TIME` right after it, in Unix milliseconds rounded up.
 fn expiry_reading(pair: &[Frame]) -> Option<(i64, u64)> {
-    let [Frame::Integer(pttl), Frame::Array(Some(time))] = pair else {
+    let [Frame::Integer(pttl), time] = pair else {
+        return None;
+    };
+    Some((*pttl, source_clock(time)?))
+}
+
+/// A `TIME` reply in Unix milliseconds, rounded up.
+fn source_clock(reply: &Frame) -> Option<u64> {
+    let Frame::Array(Some(time)) = reply else {
         return None;
     };
     let number = |frame: &Frame| -> Option<u64> {
@@ -171,7 +203,7 @@ fn expiry_reading(pair: &[Frame]) -> Option<(i64, u64)> {
     };
     let seconds = number(time.first()?)?;
     let micros = number(time.get(1)?)?;
-    Some((*pttl, seconds * 1000 + micros.div_ceil(1000)))
+    Some(seconds * 1000 + micros.div_ceil(1000))
 }
 
 #[cfg(test)]

@@ -9,3 +9,4 @@ mod replica;
 mod stream_router;
 mod sync;
 mod tls;
+mod ttl;
