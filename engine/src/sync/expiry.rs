@@ -260,7 +260,12 @@ mod tests {
     use super::*;
 
     fn command(line: &str) -> Command {
-        Command::from_argv(line.split(' ').map(|w| Bytes::from(w.to_string())).collect()).unwrap()
+        Command::from_argv(
+            line.split(' ')
+                .map(|w| Bytes::from(w.to_string()))
+                .collect(),
+        )
+        .unwrap()
     }
 
     fn line(command: &Command) -> String {
@@ -311,7 +316,11 @@ mod tests {
             ),
         ];
         for (from, to) in cases {
-            assert_eq!(convert(from, OLD, LIVE), (vec![to.to_string()], None), "{from}");
+            assert_eq!(
+                convert(from, OLD, LIVE),
+                (vec![to.to_string()], None),
+                "{from}"
+            );
         }
     }
 
@@ -339,7 +348,12 @@ mod tests {
     #[test]
     fn sources_from_7_0_are_left_alone() {
         let new = SourceForms::default();
-        for same in ["EXPIRE k 100", "SETEX k 10 v", "SET k 1.5", "RESTORE k 10 p"] {
+        for same in [
+            "EXPIRE k 100",
+            "SETEX k 10 v",
+            "SET k 1.5",
+            "RESTORE k 10 p",
+        ] {
             assert_eq!(convert(same, new, REPLAYED), (vec![same.to_string()], None));
         }
         let six = SourceForms {
@@ -364,7 +378,10 @@ mod tests {
         };
         assert_eq!(
             convert("EXPIRE k 100", OLD, REPLAYED),
-            (vec!["PTTL k".into()], probe(0, "k", Some(1_700_000_100_000)))
+            (
+                vec!["PTTL k".into()],
+                probe(0, "k", Some(1_700_000_100_000))
+            )
         );
         assert_eq!(
             convert("SET k v PX 10 NX", OLD, REPLAYED),
@@ -384,7 +401,10 @@ mod tests {
         for arrival in [LIVE, REPLAYED] {
             assert_eq!(
                 convert("SET n -12.75", OLD, arrival),
-                (vec!["SET n -12.75".into(), "PTTL n".into()], probe(1, "n", None))
+                (
+                    vec!["SET n -12.75".into(), "PTTL n".into()],
+                    probe(1, "n", None)
+                )
             );
         }
     }
@@ -397,7 +417,10 @@ mod tests {
             fallback_ms: Some(500),
         };
         let at = |c: Option<Command>| c.map(|c| line(&c));
-        assert_eq!(at(probe.resolve(250, 1000)), Some("PEXPIREAT k 1250".into()));
+        assert_eq!(
+            at(probe.resolve(250, 1000)),
+            Some("PEXPIREAT k 1250".into())
+        );
         assert_eq!(at(probe.resolve(-1, 1000)), Some("PEXPIREAT k 500".into()));
         assert_eq!(at(probe.resolve(-2, 1000)), Some("PEXPIREAT k 500".into()));
         let float = Probe {
@@ -418,10 +441,19 @@ mod tests {
 
     #[test]
     fn float_text_is_what_incrbyfloat_writes() {
-        for yes in ["1", "-1", "10.5", "0.000001", "-0", "123456789012345678901234"] {
+        for yes in [
+            "1",
+            "-1",
+            "10.5",
+            "0.000001",
+            "-0",
+            "123456789012345678901234",
+        ] {
             assert!(is_float_text(yes.as_bytes()), "{yes}");
         }
-        for no in ["", "-", "1.", ".5", "1e5", "inf", "1.5x", "+1", "1.2.3", "abc"] {
+        for no in [
+            "", "-", "1.", ".5", "1e5", "inf", "1.5x", "+1", "1.2.3", "abc",
+        ] {
             assert!(!is_float_text(no.as_bytes()), "{no}");
         }
     }

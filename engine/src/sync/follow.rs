@@ -439,14 +439,12 @@ impl ShardSync {
                 replayed: false,
             },
         };
-        let routed = router
-            .route_at(command, arrival)
-            .map_err(|source| {
-                fatal(SyncError::Route {
-                    shard: self.progress.source.clone(),
-                    source,
-                })
-            })?;
+        let routed = router.route_at(command, arrival).map_err(|source| {
+            fatal(SyncError::Route {
+                shard: self.progress.source.clone(),
+                source,
+            })
+        })?;
         let apply = |e| fatal(self.apply_error(e));
         match routed {
             Routed::Nothing => {}
@@ -481,8 +479,7 @@ impl ShardSync {
                     .map_err(apply)?;
             }
             Routed::Everywhere(command) => {
-                self.release(held, router, applier, expiries.as_deref_mut())
-                    .await?;
+                self.release(held, router, applier, expiries).await?;
                 applier.flush(safe.0, safe.1).await.map_err(apply)?;
                 applier
                     .everywhere(command, offset, router.selected_db())

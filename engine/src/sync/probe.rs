@@ -16,6 +16,9 @@ use crate::replica::ReplOffset;
 use crate::resp::Frame;
 use crate::route::NodeAddr;
 
+/// Round trips of `TIME` the clock offset is taken from.
+const CLOCK_SAMPLES: usize = 5;
+
 /// Why the source's expiries could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -104,8 +107,10 @@ impl Prober {
             })
     }
 
-    /// How far the master's clock is ahead of this host's, in milliseconds (`TIME` against
-    /// the local clock at the middle of the round trip; off by at most half of it).
+    /// How far the master's clock is ahead of this host's, in milliseconds: `TIME` against
+    /// the local clock at the middle of the round trip, from the quickest of a few round
+    /// trips (a slow one says little), and 0 when that round trip cannot tell the clocks
+    /// apart.
     pub(super) async fn clock_offset_ms(&mut self) -> Result<i64, ProbeError> {
         let result = self.read_clock_offset().await;
         if result.is_err() {
@@ -117,15 +122,28 @@ impl Prober {
     async fn read_clock_offset(&mut self) -> Result<i64, ProbeError> {
         let link = self.link().await?;
         let addr = link.addr().to_string();
-        let sent = crate::replica::unix_ms();
-        let reply = link.call(&["TIME"]).await?;
-        let received = crate::replica::unix_ms();
-        let source_ms = source_clock(&reply).ok_or_else(|| ProbeError::Refused {
-            addr,
-            command: "TIME",
-            reply: format!("{reply:?}"),
-        })?;
-        Ok(source_ms as i64 - (sent + received).div_ceil(2) as i64)
+        let mut best: Option<(u64, i64)> = None;
+        for _ in 0..CLOCK_SAMPLES {
+            let sent = crate::replica::unix_ms();
+            let reply = link.call(&["TIME"]).await?;
+            let received = crate::replica::unix_ms();
+            let source_ms = source_clock(&reply).ok_or_else(|| ProbeError::Refused {
+                addr: addr.clone(),
+                command: "TIME",
+                reply: format!("{reply:?}"),
+            })?;
+            let round_trip = received.saturating_sub(sent);
+            let offset = source_ms as i64 - (sent + received).div_ceil(2) as i64;
+            if best.is_none_or(|(quickest, _)| round_trip < quickest) {
+                best = Some((round_trip, offset));
+            }
+        }
+        let (round_trip, offset) = best.expect("sampled");
+        Ok(if offset.unsigned_abs() <= round_trip / 2 + 1 {
+            0
+        } else {
+            offset
+        })
     }
 
     /// Reads the expiry of every probe of `writes` and puts it in place of its placeholder.

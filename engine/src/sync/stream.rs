@@ -319,13 +319,8 @@ impl StreamRouter {
         let one_master = keys.iter().all(|k| self.same_master(k, &keys[0]));
         if selected.iter().all(|s| *s) && one_master {
             let script = VERBATIM_SCRIPTS.contains(&name);
-            let converted = expiry::absolute(
-                name,
-                command,
-                self.forms,
-                self.arrival,
-                self.restore_absttl,
-            );
+            let converted =
+                expiry::absolute(name, command, self.forms, self.arrival, self.restore_absttl);
             let mut commands = Vec::with_capacity(converted.commands.len());
             let mut probes = Vec::new();
             let mut relative = false;

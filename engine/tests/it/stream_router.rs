@@ -172,14 +172,9 @@ async fn old_source_expiries_become_absolute_writes() {
     let source = LocalServer::builder().binary(binary).start().unwrap();
     let target = LocalServer::builder().start().unwrap();
     let seed = Endpoint::parse(&(source.master() as &dyn Node).addr().url()).unwrap();
-    let mut link = Link::connect(
-        &seed.host,
-        seed.port,
-        &seed,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let mut link = Link::connect(&seed.host, seed.port, &seed, Duration::from_secs(5))
+        .await
+        .unwrap();
     let table = CommandTable::from_reply(&link.call(&["COMMAND"]).await.unwrap()).unwrap();
     let discovered = Discovered::discover(&seed, Duration::from_secs(5))
         .await

@@ -114,7 +114,12 @@ fn assert_same_expiries(source: &dyn Node, target: &dyn Node, keys: &[String], w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relative_expiries_applied_late_keep_the_source_expiry() {
-    let sources = old_sources(&["redis-4.0.14", "redis-5.0.10", "redis-6.0.9", "redis-6.2.16"]);
+    let sources = old_sources(&[
+        "redis-4.0.14",
+        "redis-5.0.10",
+        "redis-6.0.9",
+        "redis-6.2.16",
+    ]);
     assert!(!sources.is_empty(), "no old source build at all");
     for (name, binary) in sources {
         let source = server(Some(binary));
@@ -207,7 +212,11 @@ async fn float_increments_keep_the_expiry_and_plain_sets_clear_it() {
         assert_same_expiries(src, dst, &["f".into(), "h".into(), "t".into()], name);
         for key in ["g", "w"] {
             assert_eq!(expire_at(src, key), -1, "{name}: {key} on the source");
-            assert_eq!(expire_at(dst, key), -1, "{name}: a plain SET clears {key}'s expiry");
+            assert_eq!(
+                expire_at(dst, key),
+                -1,
+                "{name}: a plain SET clears {key}'s expiry"
+            );
         }
         for key in ["f", "g", "t", "w"] {
             let get = |n: &dyn Node| -> String { n.query(redis::cmd("GET").arg(key)).unwrap() };
@@ -221,9 +230,7 @@ async fn float_increments_keep_the_expiry_and_plain_sets_clear_it() {
 
 /// How many `PTTL` commands the server ran.
 fn pttl_calls(node: &dyn Node) -> u64 {
-    let text: String = node
-        .query(redis::cmd("INFO").arg("commandstats"))
-        .unwrap();
+    let text: String = node.query(redis::cmd("INFO").arg("commandstats")).unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix("cmdstat_pttl:calls="))
         .and_then(|rest| rest.split(',').next()?.parse().ok())
@@ -240,7 +247,7 @@ fn expiries(deployment: &dyn Deployment) -> std::collections::BTreeMap<Vec<u8>, 
     for master in deployment.masters().unwrap() {
         let keys: Vec<Vec<u8>> = master.query(redis::cmd("KEYS").arg("*")).unwrap();
         for key in keys.into_iter().filter(|k| !k.starts_with(b"__ferry__")) {
-            let at = expire_at(&*master, &key);
+            let at = expire_at(master, &key);
             if at != -2 {
                 all.insert(key, at);
             }
@@ -299,8 +306,7 @@ async fn an_old_source_stopped_at_random_points_copies_exactly_with_its_expiries
     .await;
     sync.caught_up(Duration::from_secs(20)).await;
     // To the millisecond, not only the second the exact check allows, first (the workload's
-    // expiries are seconds away): keys about to expire are left out (they may go between
-    // the two reads).
+    // expiries are seconds away).
     let (at_source, at_target) = (expiries(&source), expiries(&target));
     let soon = ferry_engine::replica::unix_ms() as i64 + 1_000;
     let mut timed = 0;
@@ -309,8 +315,15 @@ async fn an_old_source_stopped_at_random_points_copies_exactly_with_its_expiries
             continue;
         };
         let key = String::from_utf8_lossy(key);
-        if at == -1 || at < soon {
-            assert_eq!(got == -1, at == -1, "{name}: {key}");
+        if at == -1 {
+            assert_eq!(got, -1, "{name}: {key} has an expiry only on the target");
+            continue;
+        }
+        if at < soon {
+            // The target may have expired it already, on time, while the lagging stream
+            // still brought an APPEND that the source ran just before: it then holds a new
+            // key without expiry until the source's expiry DEL arrives (the exact check
+            // below waits for that).
             continue;
         }
         timed += 1;
@@ -319,7 +332,10 @@ async fn an_old_source_stopped_at_random_points_copies_exactly_with_its_expiries
             "{name}: {key} expires at {got} on the target, {at} on the source"
         );
     }
-    assert!(timed > 10, "{name}: only {timed} keys with a distant expiry");
+    assert!(
+        timed > 10,
+        "{name}: only {timed} keys with a distant expiry"
+    );
     super::incr::assert_exact(&source, &target).await;
     sync.stop().await;
 }
