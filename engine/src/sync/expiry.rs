@@ -346,6 +346,26 @@ mod tests {
     }
 
     #[test]
+    fn the_source_version_decides_the_forms() {
+        let forms = |family, version| SourceForms::of(&ServerInfo { family, version });
+        let both = SourceForms {
+            relative_expiry: true,
+            float_as_set: true,
+        };
+        assert_eq!(forms(Family::Redis, (4, 0, 14)), both);
+        assert_eq!(forms(Family::Redis, (5, 0, 10)), both);
+        let relative = SourceForms {
+            relative_expiry: true,
+            float_as_set: false,
+        };
+        assert_eq!(forms(Family::Redis, (6, 0, 9)), relative);
+        assert_eq!(forms(Family::Redis, (6, 2, 16)), relative);
+        // 7.0 replicates PEXPIREAT, SET ... PXAT, RESTORE ... ABSTTL; Valkey forked 7.2.
+        assert_eq!(forms(Family::Redis, (7, 0, 0)), SourceForms::default());
+        assert_eq!(forms(Family::Valkey, (7, 2, 5)), SourceForms::default());
+    }
+
+    #[test]
     fn sources_from_7_0_are_left_alone() {
         let new = SourceForms::default();
         for same in [

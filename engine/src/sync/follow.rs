@@ -428,7 +428,7 @@ impl ShardSync {
                 self.protocol(format!("unexpected {event:?} in the stream")),
             ));
         };
-        self.heartbeat_arrived(&command);
+        let sent = self.heartbeat_arrived(&command);
         let arrival = match &expiries {
             Some(e) => Arrival {
                 ms: arrived_ms.saturating_add_signed(e.clock_offset_ms),
@@ -439,6 +439,12 @@ impl ShardSync {
                 replayed: false,
             },
         };
+        if let (Some(sent), Some(_), false) = (sent, &expiries, arrival.replayed) {
+            // Both times are this host's clock.
+            self.progress
+                .transit_ms
+                .fetch_max(arrived_ms.saturating_sub(sent), Ordering::Relaxed);
+        }
         let routed = router.route_at(command, arrival).map_err(|source| {
             fatal(SyncError::Route {
                 shard: self.progress.source.clone(),
@@ -535,26 +541,23 @@ impl ShardSync {
     }
 
     /// A heartbeat written by [`heartbeat`] came through the stream: the lag is its age.
-    fn heartbeat_arrived(&self, command: &Command) {
+    /// Returns when it was written.
+    fn heartbeat_arrived(&self, command: &Command) -> Option<u64> {
         let argv = command.argv();
         if argv.len() < 3 || !command.is("set") || !argv[1].ends_with(b":heartbeat") {
-            return;
+            return None;
         }
         if !argv[1].starts_with(crate::precheck::RESERVED_PREFIX.as_bytes()) {
-            return;
+            return None;
         }
-        let Some(sent) = std::str::from_utf8(&argv[2])
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-        else {
-            return;
-        };
+        let sent = std::str::from_utf8(&argv[2]).ok()?.parse::<u64>().ok()?;
         self.progress
             .lag_ms
             .store(now_ms().saturating_sub(sent), Ordering::Relaxed);
         self.progress
             .heartbeat_sent_ms
             .fetch_max(sent, Ordering::Relaxed);
+        Some(sent)
     }
 
     /// The source's `COMMAND` table: which arguments of each command are keys.
