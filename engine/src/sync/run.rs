@@ -167,12 +167,7 @@ pub(super) const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
 const OFFSET_FRESHNESS: Duration = Duration::from_secs(1);
 
 /// Milliseconds since the epoch on this machine's clock.
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
+pub(super) use crate::replica::unix_ms as now_ms;
 
 /// Live counters of one source shard, readable from any thread.
 #[derive(Debug)]
