@@ -7,4 +7,4 @@ mod spool;
 
 pub use ids::{InvalidReplId, ReplId, ReplOffset};
 pub use session::{Credentials, PsyncFrom, Session, SessionConfig, SessionError, SessionEvent};
-pub use spool::{SpoolConfig, SpoolGauge};
+pub use spool::{unix_ms, SpoolConfig, SpoolGauge};

@@ -6,6 +6,7 @@
 //! [`Session::set_applied`], and that offset is what the session acknowledges, every
 //! [`SessionConfig::ack_interval`] and whenever the master asks with `REPLCONF GETACK`.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::time::Duration;
@@ -126,10 +127,13 @@ pub enum SessionEvent {
         len: u64,
     },
     /// A command of the replication stream and the offset right after it. `PING`, `SELECT`
-    /// and `REPLCONF GETACK` come too: every byte counts towards the offset.
+    /// and `REPLCONF GETACK` come too: every byte counts towards the offset. `arrived_ms`
+    /// is when its first byte reached ferry (Unix milliseconds), stamped as the socket was
+    /// read, before any wait in the spool or for the target.
     Command {
         command: Command,
         offset: ReplOffset,
+        arrived_ms: u64,
     },
 }
 
@@ -178,6 +182,11 @@ pub struct Session {
     applied: ReplOffset,
     requested: PsyncFrom,
     ack: Interval,
+    /// When the bytes fed to `stream` arrived: (place among the bytes the spool carried,
+    /// Unix milliseconds), from the chunk holding the next event's first byte on.
+    arrivals: VecDeque<(u64, u64)>,
+    /// How many of the spool's bytes `stream` has turned into events.
+    consumed: u64,
 }
 
 impl Session {
@@ -205,6 +214,8 @@ impl Session {
             applied: ReplOffset::default(),
             requested: from,
             ack,
+            arrivals: VecDeque::new(),
+            consumed: 0,
             config,
         };
         session.handshake().await?;
@@ -422,7 +433,17 @@ impl Session {
             let Some((event, len)) = next else {
                 return Ok(None);
             };
-            if let Some(event) = self.on_event(event, len as u64).await? {
+            let begins = self.consumed;
+            self.consumed += len as u64;
+            while self
+                .arrivals
+                .get(1)
+                .is_some_and(|&(next, _)| next <= begins)
+            {
+                self.arrivals.pop_front();
+            }
+            let arrived_ms = self.arrivals.front().map_or(0, |&(_, ms)| ms);
+            if let Some(event) = self.on_event(event, len as u64, arrived_ms).await? {
                 return Ok(Some(event));
             }
         }
@@ -434,6 +455,7 @@ impl Session {
         &mut self,
         event: ReplEvent,
         len: u64,
+        arrived_ms: u64,
     ) -> Result<Option<SessionEvent>, SessionError> {
         Ok(Some(match event {
             ReplEvent::KeepAlive => return Ok(None),
@@ -474,7 +496,11 @@ impl Session {
                 if is_getack(&command) {
                     self.send_ack().await?;
                 }
-                SessionEvent::Command { command, offset }
+                SessionEvent::Command {
+                    command,
+                    offset,
+                    arrived_ms,
+                }
             }
         }))
     }
@@ -490,11 +516,12 @@ impl Session {
         let spool = self.spool.clone().expect("spooling after the handshake");
         loop {
             tokio::select! {
-                next = spool.next() => {
+                next = spool.next_stamped() => {
                     return match next {
-                        Ok(bytes) => {
+                        Ok(received) => {
+                            self.arrivals.extend(received.arrivals);
                             // The spool gives up its only handle: mostly not copied.
-                            self.stream.feed_bytes(bytes);
+                            self.stream.feed_bytes(received.bytes);
                             Ok(())
                         }
                         Err(SpoolEnd::Closed) => Err(SessionError::Closed { addr: self.addr.clone(), what }),

@@ -128,6 +128,12 @@ impl Drop for Spill {
 struct State {
     memory: VecDeque<Bytes>,
     memory_bytes: usize,
+    /// When each chunk still held arrived: (its first byte's place in the stream, Unix time
+    /// in milliseconds), in stream order.
+    arrivals: VecDeque<(u64, u64)>,
+    /// Bytes pushed and taken so far (places in the stream).
+    pushed: u64,
+    taken: u64,
     spill: Option<Spill>,
     /// Spilled before: later spills of the session are not warned about again.
     spilled: bool,
@@ -244,7 +250,16 @@ impl Spool {
     }
 
     fn push(&self, chunk: Bytes) -> io::Result<()> {
+        // Stamped before anything else: the time the master's bytes reached ferry, however
+        // long they then wait here.
+        self.push_arrived(chunk, unix_ms())
+    }
+
+    fn push_arrived(&self, chunk: Bytes, arrived_ms: u64) -> io::Result<()> {
         let mut state = self.state.lock().expect("spool lock");
+        let at = state.pushed;
+        state.pushed += chunk.len() as u64;
+        state.arrivals.push_back((at, arrived_ms));
         if state.spill.is_none() && state.memory_bytes + chunk.len() <= self.config.memory_cap {
             state.memory_bytes += chunk.len();
             state.memory.push_back(chunk);
@@ -274,10 +289,30 @@ impl Spool {
 
     /// The next bytes, in order; waits for them. `Err` once everything before the end was
     /// taken.
+    #[cfg(test)]
     pub(crate) async fn next(&self) -> Result<Bytes, SpoolEnd> {
+        self.next_stamped().await.map(|received| received.bytes)
+    }
+
+    /// The next bytes with the times their parts arrived.
+    pub(crate) async fn next_stamped(&self) -> Result<Received, SpoolEnd> {
         loop {
-            if let Some(next) = self.take()? {
-                return Ok(next);
+            if let Some(bytes) = self.take()? {
+                let mut state = self.state.lock().expect("spool lock");
+                let from = state.taken;
+                state.taken += bytes.len() as u64;
+                let until = state.taken;
+                // The chunks before the one holding the first byte are done with.
+                while state.arrivals.get(1).is_some_and(|&(next, _)| next <= from) {
+                    state.arrivals.pop_front();
+                }
+                let arrivals = state
+                    .arrivals
+                    .iter()
+                    .take_while(|&&(at, _)| at < until)
+                    .map(|&(at, ms)| (at.max(from), ms))
+                    .collect();
+                return Ok(Received { bytes, arrivals });
             }
             self.ready.notified().await;
         }
@@ -326,6 +361,23 @@ impl Spool {
         }
         Ok(Some(bytes))
     }
+}
+
+/// Bytes taken from a spool and when they reached ferry.
+#[derive(Debug)]
+pub(crate) struct Received {
+    pub(crate) bytes: Bytes,
+    /// (place in the stream of bytes the spool carried, Unix milliseconds): from each place
+    /// on, the bytes arrived at that time; the first one is the first byte's.
+    pub(crate) arrivals: Vec<(u64, u64)>,
+}
+
+/// The wall clock in Unix milliseconds (expiry times are Unix milliseconds).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The most a spilled read takes back at once.
@@ -435,6 +487,33 @@ mod tests {
             0,
             "the spill file is removed once drained"
         );
+        let _ = std::fs::remove_dir(&dir);
+    }
+
+    /// Bytes keep the time they arrived, from memory and from the spill file, also when a
+    /// read from the file spans several chunks.
+    #[tokio::test]
+    async fn bytes_keep_their_arrival_times() {
+        let dir = std::env::temp_dir().join(format!("ferry-spool-times-{}", std::process::id()));
+        let gauge = Arc::new(SpoolGauge::default());
+        for cap in [1 << 20, 0] {
+            let spool = small_spool(&dir, cap, 64, &gauge);
+            for (i, ms) in [10, 20, 30].into_iter().enumerate() {
+                spool
+                    .push_arrived(Bytes::from(vec![i as u8; 4]), ms)
+                    .unwrap();
+            }
+            let mut arrivals = Vec::new();
+            let mut taken = 0;
+            while taken < 12 {
+                let received = spool.next_stamped().await.unwrap();
+                assert_eq!(received.arrivals.first().map(|a| a.0), Some(taken));
+                taken += received.bytes.len() as u64;
+                arrivals.extend(received.arrivals);
+            }
+            arrivals.dedup();
+            assert_eq!(arrivals, [(0, 10), (4, 20), (8, 30)], "memory cap {cap}");
+        }
         let _ = std::fs::remove_dir(&dir);
     }
 

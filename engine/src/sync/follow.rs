@@ -14,8 +14,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::checkpoint::{heartbeat_key, Checkpoint, ShardId};
+use super::expiry::Arrival;
+use super::probe::Prober;
 use super::run::{now_ms, Phase, ShardReport, ShardSync, SyncError, SyncMode, HEARTBEAT_PERIOD};
-use super::stream::{Routed, StreamRouter};
+use super::stream::{Routed, StreamRouter, Write};
 use super::writer::{ApplyMode, StreamApplier};
 use crate::apply::ApplyError;
 use crate::deployment::{parse_info, Deployment};
@@ -30,11 +32,20 @@ const MAX_SOURCE_FAILURES: u32 = 60;
 /// Why streaming stopped.
 enum Stop {
     /// The source link broke: reconnect and continue.
-    Source(SessionError),
+    Source(SourceLost),
     /// A target master's checkpoint went back (a failover lost acknowledged writes): resume
     /// every master from its checkpoint.
     Rewind(String),
     Fatal(SyncError),
+}
+
+/// What broke on the source side.
+#[derive(Debug, thiserror::Error)]
+enum SourceLost {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("reading expiries from the source master failed: {0}")]
+    Probe(#[from] super::probe::ProbeError),
 }
 
 impl Stop {
@@ -89,6 +100,27 @@ impl Position {
     }
 }
 
+/// Writes that wait for expiries read from the source ([`Prober`]) before they are queued
+/// for the target, with every write after them so that none overtakes them.
+#[derive(Default)]
+struct Held {
+    writes: Vec<(Write, ReplOffset)>,
+    /// The last offset outside a transaction before the first of them, and its db: what the
+    /// target may be moved to if they cannot be resolved.
+    before: (ReplOffset, u32),
+}
+
+/// How a stream of a source that replicates relative expiries is followed: reads of the
+/// source master's expiries, and the offset up to which the stream replays what the master
+/// ran before the link was set up.
+struct Expiries {
+    prober: Prober,
+    replayed_until: ReplOffset,
+    /// How far the source master's clock is ahead of ferry's: arrival times are moved onto
+    /// the source's clock, which is the one its own absolute expiries (and the probes) use.
+    clock_offset_ms: i64,
+}
+
 /// Aborts a background task when dropped.
 struct Background(tokio::task::JoinHandle<()>);
 
@@ -112,6 +144,19 @@ impl ShardSync {
         );
         router.publish = self.options.publish;
         router.set_target_server(&self.target.server);
+        router.set_source_server(&self.source.server);
+        let mut expiries = router.source_forms().relative_expiry.then(|| {
+            tracing::info!(shard = %shard, version = ?self.source.server.version, "the source replicates relative expiries; they are applied as absolute ones");
+            Expiries {
+                prober: Prober::new(
+                    self.endpoint.clone(),
+                    self.shard.master.clone(),
+                    self.options.timeout,
+                ),
+                replayed_until: ReplOffset::default(),
+                clock_offset_ms: 0,
+            }
+        });
         let mut applier = StreamApplier::new(
             id.clone(),
             self.target.clone(),
@@ -239,9 +284,31 @@ impl ShardSync {
             }
             stale = true;
             failures = 0;
+            if let Some(expiries) = &mut expiries {
+                // What the master ran before now reaches ferry late by an unknown time
+                // (its backlog, what it buffered during the snapshot): those commands'
+                // expiries are read from the source instead of counted from arrival.
+                expiries.replayed_until = match expiries.prober.master_offset().await {
+                    Ok(offset) => offset,
+                    Err(e) => {
+                        tracing::warn!(shard = %shard, error = %e, "cannot read the source's replication offset; reading every expiry of this link from the source");
+                        ReplOffset::new(u64::MAX)
+                    }
+                };
+                match expiries.prober.clock_offset_ms().await {
+                    Ok(offset) => expiries.clock_offset_ms = offset,
+                    Err(e) => {
+                        tracing::warn!(shard = %shard, error = %e, "cannot read the source's clock; arrival times stay on this host's")
+                    }
+                }
+                tracing::info!(shard = %shard, replayed_until = %expiries.replayed_until, clock_offset_ms = expiries.clock_offset_ms, "commands up to this offset ran before the link; expiries of later ones count from their arrival");
+            }
             self.progress.set_phase(Phase::Streaming);
             self.record(&applier, &mut session);
-            match self.stream(&mut session, &mut router, &mut applier).await {
+            match self
+                .stream(&mut session, &mut router, &mut applier, expiries.as_mut())
+                .await
+            {
                 Stop::Fatal(e) => return Err(e),
                 Stop::Rewind(why) => {
                     tracing::warn!(shard = %shard, %why, "reading the stream again from the target's checkpoints");
@@ -273,6 +340,9 @@ impl ShardSync {
                     self.progress.set_phase(Phase::Connecting);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     node = self.current_master().await.unwrap_or(node);
+                    if let Some(expiries) = &mut expiries {
+                        expiries.prober.set_master(node.clone());
+                    }
                 }
             }
         }
@@ -284,11 +354,13 @@ impl ShardSync {
         session: &mut Session,
         router: &mut StreamRouter,
         applier: &mut StreamApplier,
+        mut expiries: Option<&mut Expiries>,
     ) -> Stop {
         router.restart();
         let start = session.offset().unwrap_or_default();
         // The last offset outside a transaction, and the db selected there.
         let mut safe = (start, router.selected_db());
+        let mut held = Held::default();
         loop {
             let mut next = session.next_event().await.map(Some);
             applier.set_lag(self.progress.lag_ms());
@@ -297,19 +369,42 @@ impl ShardSync {
                     Ok(Some(event)) => event,
                     Ok(None) => break,
                     Err(e) => {
+                        if let Err(stop) = self
+                            .release(&mut held, router, applier, expiries.as_deref_mut())
+                            .await
+                        {
+                            return stop;
+                        }
                         if let Err(e) = applier.flush(safe.0, safe.1).await {
                             return Stop::from_apply(self.apply_error(e));
                         }
-                        return Stop::Source(e);
+                        return Stop::Source(e.into());
                     }
                 };
-                if let Err(e) = self.handle(event, router, applier, &mut safe).await {
-                    return Stop::from_apply(e);
+                if let Err(stop) = self
+                    .handle(
+                        event,
+                        router,
+                        applier,
+                        &mut safe,
+                        &mut held,
+                        expiries.as_deref_mut(),
+                    )
+                    .await
+                {
+                    return stop;
                 }
-                if applier.pending() >= self.options.stream_batch && !router.in_transaction() {
+                let pending = applier.pending() + held.writes.len();
+                if pending >= self.options.stream_batch && !router.in_transaction() {
                     break;
                 }
                 next = session.try_next_event().await;
+            }
+            if let Err(stop) = self
+                .release(&mut held, router, applier, expiries.as_deref_mut())
+                .await
+            {
+                return stop;
             }
             if let Err(e) = applier.flush(safe.0, safe.1).await {
                 return Stop::from_apply(self.apply_error(e));
@@ -327,16 +422,44 @@ impl ShardSync {
         router: &mut StreamRouter,
         applier: &mut StreamApplier,
         safe: &mut (ReplOffset, u32),
-    ) -> Result<(), SyncError> {
-        let SessionEvent::Command { command, offset } = event else {
-            return Err(self.protocol(format!("unexpected {event:?} in the stream")));
+        held: &mut Held,
+        mut expiries: Option<&mut Expiries>,
+    ) -> Result<(), Stop> {
+        let fatal = |e| Stop::from_apply(e);
+        let SessionEvent::Command {
+            command,
+            offset,
+            arrived_ms,
+        } = event
+        else {
+            return Err(fatal(
+                self.protocol(format!("unexpected {event:?} in the stream")),
+            ));
         };
-        self.heartbeat_arrived(&command);
-        let routed = router.route(command).map_err(|source| SyncError::Route {
-            shard: self.progress.source.clone(),
-            source,
+        let sent = self.heartbeat_arrived(&command);
+        let arrival = match &expiries {
+            Some(e) => Arrival {
+                ms: arrived_ms.saturating_add_signed(e.clock_offset_ms),
+                replayed: offset <= e.replayed_until,
+            },
+            None => Arrival {
+                ms: arrived_ms,
+                replayed: false,
+            },
+        };
+        if let (Some(sent), Some(_), false) = (sent, &expiries, arrival.replayed) {
+            // Both times are this host's clock.
+            self.progress
+                .transit_ms
+                .fetch_max(arrived_ms.saturating_sub(sent), Ordering::Relaxed);
+        }
+        let routed = router.route_at(command, arrival).map_err(|source| {
+            fatal(SyncError::Route {
+                shard: self.progress.source.clone(),
+                source,
+            })
         })?;
-        let apply = |e| self.apply_error(e);
+        let apply = |e| fatal(self.apply_error(e));
         match routed {
             Routed::Nothing => {}
             Routed::Writes(mut writes) => {
@@ -357,7 +480,14 @@ impl ShardSync {
                     applier.flush(safe.0, safe.1).await.map_err(apply)?;
                 }
                 for write in writes {
-                    applier.push(write, offset).map_err(apply)?;
+                    if held.writes.is_empty() && write.probes.is_empty() {
+                        applier.push(write, offset).map_err(apply)?;
+                        continue;
+                    }
+                    if held.writes.is_empty() {
+                        held.before = *safe;
+                    }
+                    held.writes.push((write, offset));
                 }
                 if alone {
                     applier
@@ -367,6 +497,8 @@ impl ShardSync {
                 }
             }
             Routed::Clear => {
+                self.release(held, router, applier, expiries.as_deref_mut())
+                    .await?;
                 applier.flush(safe.0, safe.1).await.map_err(apply)?;
                 tracing::info!(shard = %self.progress.source, %offset, "FLUSHALL/FLUSHDB on the source: clearing the shard's slots on the target");
                 applier
@@ -380,6 +512,7 @@ impl ShardSync {
                     .map_err(apply)?;
             }
             Routed::Everywhere(command) => {
+                self.release(held, router, applier, expiries).await?;
                 applier.flush(safe.0, safe.1).await.map_err(apply)?;
                 applier
                     .everywhere(command, offset, router.selected_db())
@@ -393,6 +526,38 @@ impl ShardSync {
         Ok(())
     }
 
+    /// Reads the expiries the held writes wait for from the source and queues them for the
+    /// target. When the source cannot be read, the target is moved only up to where they
+    /// begin and the stream is resumed from there, as after a broken source link.
+    async fn release(
+        &self,
+        held: &mut Held,
+        router: &mut StreamRouter,
+        applier: &mut StreamApplier,
+        expiries: Option<&mut Expiries>,
+    ) -> Result<(), Stop> {
+        if held.writes.is_empty() {
+            return Ok(());
+        }
+        let expiries = expiries.expect("writes are held only for a source's expiries");
+        let apply = |e| Stop::from_apply(self.apply_error(e));
+        match expiries.prober.resolve(&mut held.writes).await {
+            Ok(()) => {
+                for (write, offset) in held.writes.drain(..) {
+                    applier.push(write, offset).map_err(apply)?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                held.writes.clear();
+                let (offset, db) = held.before;
+                applier.flush(offset, db).await.map_err(apply)?;
+                router.set_selected_db(db);
+                Err(Stop::Source(e.into()))
+            }
+        }
+    }
+
     /// Publishes the applied offset to the progress counters and the source's ACKs.
     fn record(&self, applier: &StreamApplier, session: &mut Session) {
         let applied = applier.applied();
@@ -403,26 +568,23 @@ impl ShardSync {
     }
 
     /// A heartbeat written by [`heartbeat`] came through the stream: the lag is its age.
-    fn heartbeat_arrived(&self, command: &Command) {
+    /// Returns when it was written.
+    fn heartbeat_arrived(&self, command: &Command) -> Option<u64> {
         let argv = command.argv();
         if argv.len() < 3 || !command.is("set") || !argv[1].ends_with(b":heartbeat") {
-            return;
+            return None;
         }
         if !argv[1].starts_with(crate::precheck::RESERVED_PREFIX.as_bytes()) {
-            return;
+            return None;
         }
-        let Some(sent) = std::str::from_utf8(&argv[2])
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-        else {
-            return;
-        };
+        let sent = std::str::from_utf8(&argv[2]).ok()?.parse::<u64>().ok()?;
         self.progress
             .lag_ms
             .store(now_ms().saturating_sub(sent), Ordering::Relaxed);
         self.progress
             .heartbeat_sent_ms
             .fetch_max(sent, Ordering::Relaxed);
+        Some(sent)
     }
 
     /// The source's `COMMAND` table: which arguments of each command are keys.

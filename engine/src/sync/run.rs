@@ -173,12 +173,7 @@ const OFFSET_FRESHNESS: Duration = Duration::from_secs(1);
 /// that follows runs behind by the load and the catching up after it.
 const SNAPSHOT_HOLD_MS: i64 = 600_000;
 
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
+pub(super) use crate::replica::unix_ms as now_ms;
 
 /// Live counters of one source shard, readable from any thread.
 #[derive(Debug)]
@@ -196,6 +191,10 @@ pub struct ShardProgress {
     pub(super) lag_ms: AtomicU64,
     /// When the last heartbeat that arrived was written (engine clock, ms since the epoch).
     pub(super) heartbeat_sent_ms: AtomicU64,
+    /// The most milliseconds between a heartbeat written on the source and its bytes
+    /// reaching ferry, before any wait in ferry (sources whose expiries count from arrival,
+    /// heartbeats of the live stream only): how late those arrival times may be.
+    pub(super) transit_ms: AtomicU64,
     /// When `source_offset` was last read from the source (ms since the epoch).
     pub(super) source_offset_read_ms: AtomicU64,
     /// Keys of the current snapshot read so far, and how many it announced (0: unknown).
@@ -226,6 +225,7 @@ impl ShardProgress {
             source_offset: AtomicU64::new(0),
             lag_ms: AtomicU64::new(0),
             heartbeat_sent_ms: AtomicU64::new(0),
+            transit_ms: AtomicU64::new(0),
             source_offset_read_ms: AtomicU64::new(0),
             snapshot_keys_read: AtomicU64::new(0),
             snapshot_keys_expected: AtomicU64::new(0),
@@ -269,6 +269,11 @@ impl ShardProgress {
         }
         let overdue = now_ms().saturating_sub(sent + HEARTBEAT_PERIOD.as_millis() as u64);
         at_arrival.max(overdue)
+    }
+
+    /// The most a live heartbeat took to reach ferry, in milliseconds (see `transit_ms`).
+    pub fn transit_ms(&self) -> u64 {
+        self.transit_ms.load(Ordering::Relaxed)
     }
 
     pub fn stream_commands(&self) -> u64 {

@@ -14,6 +14,7 @@
 
 use bytes::Bytes;
 
+use super::expiry::{self, Arrival, Probe, SourceForms};
 use crate::apply::printable;
 use crate::precheck::RESERVED_PREFIX;
 use crate::resp::Command;
@@ -70,6 +71,9 @@ pub struct Write {
     /// A script replicated verbatim (`EVAL`, `EVALSHA`, `FCALL` in the stream: a source with
     /// `lua-replicate-commands no`): it cannot run inside ferry's own script.
     pub script: bool,
+    /// Expiries to read from the source master before the write is applied (their
+    /// placeholders are among `commands`).
+    pub probes: Vec<Probe>,
 }
 
 /// What one source command means for the target.
@@ -109,6 +113,12 @@ pub struct StreamRouter {
     pub publish: bool,
     /// The target is older than Redis 6.2: `SET ... PXAT|EXAT|GET` must be rewritten.
     old_set: bool,
+    /// The target knows `RESTORE ... ABSTTL` (Redis 5.0+).
+    restore_absttl: bool,
+    /// Which replicated forms of the source are rewritten (relative expiries before 7.0).
+    forms: SourceForms,
+    /// When the command being routed reached ferry.
+    arrival: Arrival,
 }
 
 impl StreamRouter {
@@ -124,13 +134,31 @@ impl StreamRouter {
             transaction: None,
             publish: false,
             old_set: false,
+            restore_absttl: true,
+            forms: SourceForms::default(),
+            arrival: Arrival {
+                ms: 0,
+                replayed: false,
+            },
         }
     }
 
     /// Commands newer than the target are rewritten into forms it knows.
     pub fn set_target_server(&mut self, server: &crate::deployment::ServerInfo) {
-        self.old_set =
-            server.family == crate::deployment::Family::Redis && server.version < (6, 2, 0);
+        let redis = server.family == crate::deployment::Family::Redis;
+        self.old_set = redis && server.version < (6, 2, 0);
+        self.restore_absttl = !redis || server.version >= (5, 0, 0);
+    }
+
+    /// Relative expiries of a source before Redis 7.0 become absolute ([`expiry`]).
+    pub fn set_source_server(&mut self, server: &crate::deployment::ServerInfo) {
+        self.forms = SourceForms::of(server);
+    }
+
+    /// The source replicates relative expiries: the stream needs arrival times, and a
+    /// source master to read expiries from.
+    pub fn source_forms(&self) -> SourceForms {
+        self.forms
     }
 
     /// The db the stream has selected (a checkpoint records it: after `+CONTINUE` the master
@@ -161,8 +189,18 @@ impl StreamRouter {
         self.target = target;
     }
 
-    /// What `command` means for the target.
+    /// What `command` means for the target, as if it arrived now.
     pub fn route(&mut self, command: Command) -> Result<Routed, RouteError> {
+        let now = Arrival {
+            ms: crate::replica::unix_ms(),
+            replayed: false,
+        };
+        self.route_at(command, now)
+    }
+
+    /// What `command`, which reached ferry at `arrival`, means for the target.
+    pub fn route_at(&mut self, command: Command, arrival: Arrival) -> Result<Routed, RouteError> {
+        self.arrival = arrival;
         let name = String::from_utf8_lossy(command.name()).to_ascii_lowercase();
         match name.as_str() {
             "ping" | "replconf" => return Ok(Routed::Nothing),
@@ -289,18 +327,39 @@ impl StreamRouter {
         }
         let one_master = keys.iter().all(|k| self.same_master(k, &keys[0]));
         if selected.iter().all(|s| *s) && one_master {
-            let relative = !ABSOLUTE.contains(&name) || zadd_incr(name, &command);
-            let commands = if self.old_set && name == "set" {
-                old_set(command)
-            } else {
-                vec![command]
-            };
+            let script = VERBATIM_SCRIPTS.contains(&name);
+            let converted =
+                expiry::absolute(name, command, self.forms, self.arrival, self.restore_absttl);
+            let mut commands = Vec::with_capacity(converted.commands.len());
+            let mut probes = Vec::new();
+            let mut relative = false;
+            for (i, command) in converted.commands.into_iter().enumerate() {
+                match &converted.probe {
+                    Some(probe) if probe.at == i => {
+                        probes.push(Probe {
+                            at: commands.len(),
+                            ..probe.clone()
+                        });
+                        commands.push(command);
+                        continue;
+                    }
+                    _ => {}
+                }
+                let name = String::from_utf8_lossy(command.name()).to_ascii_lowercase();
+                relative |= !ABSOLUTE.contains(&name.as_str()) || zadd_incr(&name, &command);
+                if self.old_set && name == "set" {
+                    commands.extend(old_set(command));
+                } else {
+                    commands.push(command);
+                }
+            }
             return Ok(Routed::Writes(vec![Write {
                 key: keys[0].clone(),
                 relative,
                 other_slots: other_slots(&keys),
                 commands,
-                script: VERBATIM_SCRIPTS.contains(&name),
+                script,
+                probes,
             }]));
         }
         let script = VERBATIM_SCRIPTS.contains(&name);
@@ -347,6 +406,7 @@ impl StreamRouter {
             relative: true,
             other_slots: Vec::new(),
             script: true,
+            probes: Vec::new(),
         }]))
     }
 
@@ -369,6 +429,11 @@ impl StreamRouter {
                         unit.other_slots.push(write.key.clone());
                     }
                     unit.other_slots.extend(write.other_slots);
+                    let shift = unit.commands.len();
+                    unit.probes.extend(write.probes.into_iter().map(|p| Probe {
+                        at: p.at + shift,
+                        ..p
+                    }));
                     unit.commands.extend(write.commands);
                 }
                 None => units.push(Write {
@@ -517,6 +582,7 @@ fn split(name: &str, command: &Command, keys: &[Bytes], selected: &[bool]) -> Op
                 relative: false,
                 other_slots: Vec::new(),
                 script: false,
+                probes: Vec::new(),
             }
         })
         .collect();

@@ -313,6 +313,10 @@ impl StreamApplier {
     /// Queues `write`, which the stream carried up to `offset`. Masters that already applied
     /// that offset skip it.
     pub fn push(&mut self, write: Write, offset: ReplOffset) -> Result<(), ApplyError> {
+        debug_assert!(
+            write.probes.is_empty(),
+            "expiries are read before writes queue"
+        );
         let slot = Slot::of_key(&write.key);
         let index =
             self.target

@@ -72,6 +72,15 @@ impl Running {
         self.progress.iter().map(|p| p.resumes()).sum()
     }
 
+    /// The most a live heartbeat took to reach the sync, over its shards (milliseconds).
+    pub(crate) fn transit_ms(&self) -> u64 {
+        self.progress
+            .iter()
+            .map(|p| p.transit_ms())
+            .max()
+            .unwrap_or(0)
+    }
+
     pub(crate) fn full_resyncs(&self) -> u64 {
         self.progress.iter().map(|p| p.full_resyncs()).sum()
     }

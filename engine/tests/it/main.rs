@@ -11,4 +11,5 @@ mod replica;
 mod stream_router;
 mod sync;
 mod tls;
+mod ttl;
 mod verbatim;

@@ -68,9 +68,19 @@ async fn commands_until(session: &mut Session, target: ReplOffset) -> Vec<String
             .await
             .expect("the stream stalled before reaching the master's offset")
             .unwrap();
-        let SessionEvent::Command { command, offset } = event else {
+        let SessionEvent::Command {
+            command,
+            offset,
+            arrived_ms,
+        } = event
+        else {
             panic!("unexpected {event:?} while streaming");
         };
+        let now = ferry_engine::replica::unix_ms();
+        assert!(
+            arrived_ms <= now && arrived_ms + 60_000 > now,
+            "arrival {arrived_ms} stamped, now {now}"
+        );
         assert!(
             offset <= target,
             "offset {offset} passed the master's {target}"

@@ -218,3 +218,101 @@ async fn movable_key_commands_of_a_source_without_key_specs_route_by_their_keys(
         "{error}"
     );
 }
+
+/// A source before 7.0 (here 5.0, with its own key specs): relative expiries come out
+/// absolute and as absolute writes, counted from the arrival or read from the source in
+/// place (also inside a transaction); a target before 6.2 gets `SET ... PXAT` split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_source_expiries_become_absolute_writes() {
+    use ferry_engine::deployment::{Family, ServerInfo};
+    use ferry_engine::sync::Arrival;
+    let Ok(binary) = ferry_fixtures::ServerBinary::cached("redis-5.0.10") else {
+        println!("SKIPPED: redis-5.0.10 is not built (run ci/setup.sh)");
+        return;
+    };
+    let source = LocalServer::builder().binary(binary).start().unwrap();
+    let target = LocalServer::builder().start().unwrap();
+    let seed = Endpoint::parse(&(source.master() as &dyn Node).addr().url()).unwrap();
+    let mut link = Link::connect(&seed.host, seed.port, &seed, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let table = CommandTable::from_reply(&link.call(&["COMMAND"]).await.unwrap()).unwrap();
+    let discovered = Discovered::discover(&seed, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(discovered.server.version, (5, 0, 10));
+    let target_seed = Endpoint::parse(&(target.master() as &dyn Node).addr().url()).unwrap();
+    let topology = Discovered::discover(&target_seed, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .topology;
+    let mut router = StreamRouter::new(table, topology, KeyFilter::default(), 0);
+    router.set_source_server(&discovered.server);
+    assert!(router.source_forms().relative_expiry && router.source_forms().float_as_set);
+    let live = Arrival {
+        ms: 1_700_000_000_000,
+        replayed: false,
+    };
+    let replayed = Arrival {
+        replayed: true,
+        ..live
+    };
+    let mut route = |line: &str, at: Arrival| router.route_at(command(line), at).unwrap();
+    assert_eq!(
+        writes(route("EXPIRE k 10", live)),
+        [("k".into(), false, vec!["PEXPIREAT k 1700000010000".into()])]
+    );
+    assert_eq!(
+        writes(route("SETEX k 10 v", live)),
+        [("k".into(), false, vec!["SET k v PXAT 1700000010000".into()])]
+    );
+    let Routed::Writes(probed) = route("PEXPIRE k 10", replayed) else {
+        panic!("no write");
+    };
+    assert_eq!(probed[0].probes.len(), 1);
+    assert!(!probed[0].relative, "a probed expiry is absolute");
+    // In a transaction, each probe names its own place among the unit's commands.
+    for (line, at) in [
+        ("MULTI", live),
+        ("INCR {t}n", live),
+        ("SET {t}f 2.5", live),
+        ("SET {t}w text", live),
+        ("EXPIRE {t}w 10", replayed),
+    ] {
+        assert_eq!(route(line, at), Routed::Nothing, "{line}");
+    }
+    let Routed::Writes(unit) = route("EXEC", live) else {
+        panic!("no unit");
+    };
+    let lines = writes(Routed::Writes(unit.clone()));
+    assert_eq!(
+        lines,
+        [(
+            "{t}n".into(),
+            true,
+            vec![
+                "INCR {t}n".into(),
+                "SET {t}f 2.5".into(),
+                "PTTL {t}f".into(),
+                "SET {t}w text".into(),
+                "PTTL {t}w".into(),
+            ]
+        )]
+    );
+    let places: Vec<(usize, Option<u64>)> = unit[0]
+        .probes
+        .iter()
+        .map(|p| (p.at, p.fallback_ms))
+        .collect();
+    assert_eq!(places, [(2, None), (4, Some(1_700_000_010_000))]);
+
+    // A target before 6.2 takes the absolute SET as SET, then PEXPIREAT.
+    router.set_target_server(&ServerInfo {
+        family: Family::Redis,
+        version: (5, 0, 10),
+    });
+    assert_eq!(
+        writes(router.route_at(command("SET k v PX 10"), live).unwrap())[0].2,
+        ["SET k v", "PEXPIREAT k 1700000000010"]
+    );
+}
