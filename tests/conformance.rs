@@ -10,10 +10,6 @@
 //!
 //! Known defects of ferry are listed in `KNOWN_GAPS`: their cases run in a second sync of
 //! their own, are printed as "known gap" lines, and fail the suite once they start passing.
-//!
-//! `FERRY_CONFORMANCE=all` runs every case; otherwise a rotating sample of the variants runs
-//! (seeded from the day, or `FERRY_CONFORMANCE_SEED`, and printed), with every command and
-//! every wrapper represented in each run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
@@ -44,14 +40,13 @@ impl Wrapper {
     }
 }
 
-/// A defect of ferry that makes cases fail today: the command, a part of the case's line
-/// (empty: every line), the wrapper (`None`: every one), the versions, and the defect.
+/// A defect of ferry that makes cases fail today: the cases it hits, the wrapper (`None`:
+/// every one), the servers, and the defect.
 struct Gap {
-    command: &'static str,
-    line: &'static str,
+    /// (command or the start of its name, a part of the case's line, a part of the
+    /// variant's name); an empty part matches everything.
+    cases: &'static [(&'static str, &'static str, &'static str)],
     wrapper: Option<Wrapper>,
-    /// A part of the variant's name (`"with a TTL"`; empty: every variant).
-    variant: &'static str,
     /// (family, first version, last version) the gap applies to.
     servers: Servers,
     reason: &'static str,
@@ -78,12 +73,10 @@ const REDIS_4: Servers = &[(Family::Redis, Version::new(4, 0, 0), Version::new(4
 const REDIS_7_0_TO_7_2: Servers = &[(Family::Redis, Version::new(7, 0, 0), Version::new(7, 2, 99))];
 
 /// A gap of ferry sync stopping on a movable-key command of a source without key specs.
-const fn movable(command: &'static str) -> Gap {
+const fn movable(cases: &'static [(&'static str, &'static str, &'static str)]) -> Gap {
     Gap {
-        command,
-        line: "",
+        cases,
         wrapper: None,
-        variant: "",
         servers: REDIS_BEFORE_7,
         reason: "ferry sync stops: \"cannot apply: the source's key specs do not say which \
                  arguments are keys\" (movable keys on a source without key specs)",
@@ -94,73 +87,69 @@ const fn movable(command: &'static str) -> Gap {
 /// runs are not counted against a gap that only changes values.
 const KNOWN_GAPS: &[Gap] = &[
     Gap {
-        command: "",
-        line: "",
+        cases: &[("", "", "")],
         wrapper: Some(Wrapper::Eval),
-        variant: "",
         servers: REDIS_4,
         reason:
             "ferry sync stops: \"the source replicates this script verbatim \
                  (lua-replicate-commands no), and exactly-once cannot run a script inside its own\"",
     },
-    movable("zunionstore"),
-    movable("zinterstore"),
-    movable("zdiffstore"),
-    movable("georadius"),
-    movable("georadiusbymember"),
+    movable(&[("zunionstore", "", ""), ("zinterstore", "", "")]),
+    movable(&[("zdiffstore", "", "")]),
+    movable(&[("georadius", "STORE", "")]),
     Gap {
-        command: "pfdebug",
-        line: "",
+        cases: &[("pfdebug", "", "")],
         wrapper: None,
-        variant: "",
         servers: REDIS_BEFORE_6_2,
         reason: "ferry sync stops: \"cannot apply `PFDEBUG`: a write without keys that ferry \
                  cannot route\" (COMMAND gives it no key positions before 6.2)",
     },
     Gap {
-        command: "function|",
-        line: "FUNCTION",
+        cases: &[("function|", "FUNCTION", "")],
         wrapper: Some(Wrapper::Multi),
-        variant: "",
         servers: REDIS_7_ON,
         reason: "ferry sync stops on FUNCTION inside MULTI/EXEC (\"FLUSHALL, FLUSHDB, FUNCTION \
                  and SCRIPT cannot be followed inside a transaction\")",
     },
     Gap {
-        command: "xadd",
-        line: "MAXLEN 1",
+        cases: &[("xadd", "MAXLEN 1", "")],
         wrapper: None,
-        variant: "",
         servers: REDIS_7_0_TO_7_2,
         reason: "ferry verify compares a group's `lag` where the target's `entries-read` is nil \
                  (XREADGROUP reaches replicas as XCLAIM without it), and the two estimates differ",
     },
     Gap {
-        command: "incrbyfloat",
-        line: "",
+        cases: &[("incrbyfloat", "", "with a TTL")],
         wrapper: None,
-        variant: "with a TTL",
         servers: REDIS_BEFORE_6,
         reason: "the key's TTL is lost: INCRBYFLOAT reaches the stream as a SET without KEEPTTL \
                  (which came with 6.0)",
     },
     Gap {
-        command: "",
-        line: "",
+        cases: &[
+            ("", "", "with a TTL"),
+            ("expire", "EXPIRE $a 100", ""),
+            ("pexpire", "", ""),
+            ("setex", "", ""),
+            ("psetex", "", ""),
+            ("set", " EX ", ""),
+            ("set", " PX ", ""),
+            ("getex", " EX ", ""),
+        ],
         wrapper: None,
-        variant: "with a TTL",
         servers: REDIS_BEFORE_7,
-        reason: "relative TTLs: before 7.0 the source streams PEXPIRE as it was sent, and ferry \
-                 applies it relative to when it applies it, later after a restart",
+        reason: "relative TTLs: before 7.0 the source streams EXPIRE, PEXPIRE, SETEX, SET EX ... \
+                 as they were sent, and ferry applies them relative to when it applies them: \
+                 late by the time it was down",
     },
 ];
 
 impl Gap {
     fn matches(&self, run: &Run, case: &Case, family: Family, version: Version) -> bool {
-        case.command.starts_with(self.command)
-            && case.line.contains(self.line)
-            && case.variant.to_string().contains(self.variant)
-            && self.wrapper.is_none_or(|w| w == run.wrapper)
+        let variant = case.variant.to_string();
+        self.cases.iter().any(|(command, line, part)| {
+            case.command.starts_with(command) && case.line.contains(line) && variant.contains(part)
+        }) && self.wrapper.is_none_or(|w| w == run.wrapper)
             && self
                 .servers
                 .iter()
@@ -365,10 +354,10 @@ fn execute(conn: &mut redis::Connection, surface: &Surface, run: &Run) -> Result
     Ok(())
 }
 
-/// Which runs this invocation does: every one with `FERRY_CONFORMANCE=all`, else a sample
-/// keeping every (command, wrapper) pair.
-fn plan(surface: &Surface, functions: bool, label: &str) -> Vec<Run> {
-    let mut all = Vec::new();
+/// Every run: each case plainly, in `MULTI`, in `EVAL` and in `FCALL` where it may run in a
+/// script, and with its keys on several slots where it names several.
+fn plan(surface: &Surface, functions: bool) -> Vec<Run> {
+    let mut runs = Vec::new();
     for (i, case) in surface.cases.iter().enumerate() {
         let mut wrappers = vec![Wrapper::Plain, Wrapper::Multi];
         if case.scriptable {
@@ -378,54 +367,19 @@ fn plan(surface: &Surface, functions: bool, label: &str) -> Vec<Run> {
             }
         }
         for wrapper in wrappers {
-            all.push((i, wrapper, Layout::OneSlot));
+            let mut layouts = vec![Layout::OneSlot];
             if case.multi_key() && wrapper != Wrapper::Function {
-                all.push((i, wrapper, Layout::SeveralSlots));
+                layouts.push(Layout::SeveralSlots);
+            }
+            for layout in layouts {
+                runs.push(Run {
+                    case: i,
+                    wrapper,
+                    layout,
+                    tag: format!("t{}", runs.len()),
+                });
             }
         }
-    }
-    let every = std::env::var("FERRY_CONFORMANCE").is_ok_and(|v| v == "all");
-    let selected: Vec<(usize, Wrapper, Layout)> = if every {
-        println!("{label}: every case ({} runs)", all.len());
-        all
-    } else {
-        let seed = std::env::var("FERRY_CONFORMANCE_SEED")
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(now_ms() / 86_400_000);
-        println!(
-            "{label}: sample of the variants with seed {seed} (FERRY_CONFORMANCE_SEED={seed} \
-             repeats it, FERRY_CONFORMANCE=all runs every case)"
-        );
-        // Per (command, line, wrapper): the plain-run variants in turn, one in three of the
-        // others, the first of each group always.
-        let mut seen = BTreeSet::new();
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        all.into_iter()
-            .filter(|(i, wrapper, layout)| {
-                let case = &surface.cases[*i];
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let first = seen.insert((case.command.clone(), *wrapper, *layout));
-                first || *wrapper == Wrapper::Plain || state % 3 == 0
-            })
-            .collect()
-    };
-    // Function-wrapped runs go last: the helper library is loaded once every `FUNCTION
-    // FLUSH` case has run.
-    let mut runs: Vec<Run> = selected
-        .into_iter()
-        .map(|(case, wrapper, layout)| Run {
-            case,
-            wrapper,
-            layout,
-            tag: String::new(),
-        })
-        .collect();
-    runs.sort_by_key(|r| r.wrapper == Wrapper::Function);
-    for (n, run) in runs.iter_mut().enumerate() {
-        run.tag = format!("t{n}");
     }
     runs
 }
@@ -664,26 +618,33 @@ fn sync_runs(
     if let Err(e) = await_streaming(&target, child.as_mut().unwrap()) {
         general.push(e);
     }
-    let third = runs.len().div_ceil(3).max(1);
-    let mut helper_loaded = false;
-    for (n, chunk) in runs.chunks(third).enumerate() {
-        for run in chunk {
-            if run.wrapper == Wrapper::Function && !helper_loaded {
+    // Three phases: ferry streaming, ferry SIGKILLed and down, ferry restarted and resuming.
+    // Runs are dealt to them by a hash of their place, so that the variants and wrappers of
+    // one command meet every phase (the same phase for the same run on every invocation).
+    let phase = |i: usize| ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 3;
+    for n in 0..3 {
+        for run in runs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| phase(*i) == n)
+            .map(|(_, r)| r)
+        {
+            if run.wrapper == Wrapper::Function {
+                // Loaded again each time: a `FUNCTION FLUSH` case may have removed it.
                 redis::cmd("FUNCTION")
                     .arg("LOAD")
                     .arg("REPLACE")
                     .arg(HELPER_LIBRARY)
                     .query::<String>(&mut conn)
                     .unwrap();
-                helper_loaded = true;
             }
             if let Err(e) = execute(&mut conn, surface, run) {
                 broken.push(format!("{}: {e}", describe(run, &surface.cases[run.case])));
             }
         }
         if n == 0 {
-            // In the middle of the stream; the next third is written while ferry is down.
-            if let Err(e) = kill(child.take().unwrap(), "after the first third") {
+            // In the middle of the stream; the next phase is written while ferry is down.
+            if let Err(e) = kill(child.take().unwrap(), "after the first phase") {
                 general.push(e);
             }
         } else if n == 1 {
@@ -703,7 +664,7 @@ fn sync_runs(
         broken.join("\n")
     );
     if let Some(child) = child {
-        if let Err(e) = kill(child, "after the last third") {
+        if let Err(e) = kill(child, "after the last phase") {
             general.push(e);
         }
     }
@@ -793,7 +754,7 @@ fn conformance(binary: ServerBinary) {
     let names = |w: &str| writes.iter().any(|c| c.name == w);
     let functions = names("function|load");
     let field_ttls = names("hexpire");
-    let runs = plan(&surface, functions, &label);
+    let runs = plan(&surface, functions);
     let gap_index = |run: &Run| {
         KNOWN_GAPS
             .iter()
