@@ -191,24 +191,44 @@ fn url(server: &LocalServer) -> String {
     server.nodes()[0].addr().url()
 }
 
-fn spawn_sync(source: &str, target: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
+/// A running `ferry sync` and the file its log goes to (a pipe nobody reads could fill up
+/// and stall it).
+struct Ferry {
+    child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Ferry {
+    fn log(&self) -> Vec<u8> {
+        std::fs::read(self.log.path()).unwrap_or_default()
+    }
+
+    /// Why it stopped, when it stopped by itself.
+    fn exited(&mut self, what: &str) -> Option<String> {
+        let status = self.child.try_wait().unwrap()?;
+        Some(stopped(what, status, &self.log()))
+    }
+}
+
+fn spawn_sync(source: &str, target: &str, extra: &[&str]) -> Ferry {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["sync", "--source", source, "--target", target])
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(log.reopen().unwrap())
         .spawn()
-        .expect("starting ferry")
+        .expect("starting ferry");
+    Ferry { child, log }
 }
 
 /// SIGKILLs ferry; says why when it had already stopped by itself.
-fn kill(mut child: Child, what: &str) -> Result<(), String> {
-    if let Ok(Some(status)) = child.try_wait() {
-        let out = child.wait_with_output().unwrap();
-        return Err(stopped(what, status, &out.stderr));
+fn kill(mut ferry: Ferry, what: &str) -> Result<(), String> {
+    if let Some(e) = ferry.exited(what) {
+        return Err(e);
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    ferry.child.kill().unwrap(); // SIGKILL
+    ferry.child.wait().unwrap();
     Ok(())
 }
 
@@ -225,8 +245,29 @@ fn stopped(what: &str, status: std::process::ExitStatus, stderr: &[u8]) -> Strin
     format!("{what}: ferry stopped by itself ({status}): {line}")
 }
 
+/// Runs `ferry sync --until-caught-up` to its end (at most two minutes).
+fn catch_up(source: &str, target: &str) -> Result<(), String> {
+    let mut ferry = spawn_sync(source, target, &["--until-caught-up", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = ferry.child.try_wait().unwrap() {
+            return if status.success() {
+                Ok(())
+            } else {
+                Err(stopped("catching up", status, &ferry.log()))
+            };
+        }
+        if Instant::now() >= deadline {
+            ferry.child.kill().unwrap(); // SIGKILL
+            ferry.child.wait().unwrap();
+            return Err("catching up: ferry was not caught up after 120 s".to_string());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits until the target holds a checkpoint of a streaming shard (not `loading`).
-fn await_streaming(target: &LocalServer, child: &mut Child) -> Result<(), String> {
+fn await_streaming(target: &LocalServer, ferry: &mut Ferry) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut conn = target.nodes()[0].connect().unwrap();
     loop {
@@ -241,12 +282,8 @@ fn await_streaming(target: &LocalServer, child: &mut Child) -> Result<(), String
                 return Ok(());
             }
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut stderr = Vec::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                let _ = std::io::Read::read_to_end(&mut pipe, &mut stderr);
-            }
-            return Err(stopped("before streaming", status, &stderr));
+        if let Some(e) = ferry.exited("before streaming") {
+            return Err(e);
         }
         assert!(
             Instant::now() < deadline,
@@ -668,11 +705,8 @@ fn sync_runs(
             general.push(e);
         }
     }
-    let out = spawn_sync(&s, &t, &["--until-caught-up", "1"])
-        .wait_with_output()
-        .unwrap();
-    if !out.status.success() {
-        general.push(stopped("catching up", out.status, &out.stderr));
+    if let Err(e) = catch_up(&s, &t) {
+        general.push(e);
     }
     let mut diverged: BTreeMap<String, Vec<String>> = BTreeMap::new();
     // Once ferry has stopped on an error the copy is known to be short: the suite's own
@@ -814,6 +848,12 @@ fn conformance(binary: ServerBinary) {
         }
         // A gap whose every case passes is fixed; some passing cases of a gap that still
         // diverges elsewhere are expected (a defect rarely hits every variant).
+        println!(
+            "{label}: known gap summary: {} of {} runs diverge: {}",
+            runs.len() - passing.len(),
+            runs.len(),
+            gap.reason
+        );
         if passing.len() == runs.len() {
             failures.push(format!(
                 "{label}: every case of the known gap `{}` passes now: remove it from KNOWN_GAPS \
