@@ -477,6 +477,10 @@ impl ShardSync {
                 let alone =
                     applier.mode() == ApplyMode::ExactlyOnce && writes.iter().any(|w| w.script);
                 if alone {
+                    // Writes held for their expiries go first, or the checkpoint would pass
+                    // them.
+                    self.release(held, router, applier, expiries.as_deref_mut())
+                        .await?;
                     applier.flush(safe.0, safe.1).await.map_err(apply)?;
                 }
                 for write in writes {
@@ -490,6 +494,8 @@ impl ShardSync {
                     held.writes.push((write, offset));
                 }
                 if alone {
+                    self.release(held, router, applier, expiries.as_deref_mut())
+                        .await?;
                     applier
                         .flush(offset, router.selected_db())
                         .await

@@ -277,6 +277,33 @@ impl SnapshotSink {
             self.out.reserve(needed.max(OUT_CHUNK));
         }
         let out = &mut self.out;
+        if self.mode.target_rdb_version < 9 {
+            // Redis 4.0 knows neither ABSTTL nor IDLETIME/FREQ: the key without expiry,
+            // then its absolute expiry.
+            out.extend_from_slice(b"*5\r\n$7\r\nRESTORE\r\n");
+            encode_bulk_header(key.key.len(), out);
+            let key_at = out.len();
+            out.extend_from_slice(key.key);
+            out.extend_from_slice(b"\r\n");
+            encode_bulk_decimal(0, out);
+            encode_bulk_header(payload_len, out);
+            payload::append(out, key.rdb_type, raw, version);
+            out.extend_from_slice(b"\r\n$7\r\nREPLACE\r\n");
+            let mut count = 1;
+            if let Some(at) = expire_at_ms {
+                out.extend_from_slice(b"*3\r\n$9\r\nPEXPIREAT\r\n");
+                encode_bulk(key.key, out);
+                encode_bulk_decimal(at, out);
+                count = 2;
+            }
+            let encoded = out.split().freeze();
+            return WriteGroup::encoded_with_key_at(
+                encoded,
+                key_at..key_at + key.key.len(),
+                count,
+                Part::Whole,
+            );
+        }
         let options = usize::from(key.idle.is_some()) + usize::from(key.freq.is_some());
         out.extend_from_slice(
             [
