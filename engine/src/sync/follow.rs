@@ -364,6 +364,7 @@ impl ShardSync {
         loop {
             let mut next = session.next_event().await.map(Some);
             applier.set_lag(self.progress.lag_ms());
+            applier.set_heartbeat(self.progress.heartbeat_sent_ms.load(Ordering::Relaxed));
             loop {
                 let event = match next {
                     Ok(Some(event)) => event,

@@ -115,7 +115,8 @@ struct Context {
     mode: ApplyMode,
     config: ApplyConfig,
     target: Deployment,
-    /// Expiries are held (`hold`), and where the stream is in the source's time (ms).
+    /// Expiries are held (`hold`), and a time in the source's clock (ms) that the stream has
+    /// passed once the batch is applied: the last heartbeat's (never later than the stream).
     hold: bool,
     stream_time_ms: i64,
 }
@@ -133,6 +134,9 @@ pub struct StreamApplier {
     hold: bool,
     /// How far the stream runs behind the source (the heartbeat lag), in ms.
     lag_ms: i64,
+    /// When the source wrote the last heartbeat the stream brought (Unix ms, 0: none yet):
+    /// once what is queued is applied, the target holds the stream at least up to then.
+    heartbeat_ms: i64,
     /// Bodies of the scripts the stream may name by sha.
     scripts: ScriptBook,
 }
@@ -180,6 +184,7 @@ impl StreamApplier {
             pending: 0,
             hold,
             lag_ms: 0,
+            heartbeat_ms: 0,
             scripts: ScriptBook::default(),
         }
     }
@@ -188,6 +193,12 @@ impl StreamApplier {
     /// margin) are held until the stream passes them.
     pub fn set_lag(&mut self, lag_ms: u64) {
         self.lag_ms = lag_ms.min(i64::MAX as u64) as i64;
+    }
+
+    /// The source's time in the last heartbeat the stream brought: held expiries up to it
+    /// are settled after the next flush (the stream has passed them by then).
+    pub fn set_heartbeat(&mut self, sent_ms: u64) {
+        self.heartbeat_ms = sent_ms.min(i64::MAX as u64) as i64;
     }
 
     pub fn mode(&self) -> ApplyMode {
@@ -547,7 +558,7 @@ impl StreamApplier {
             config: self.config.clone(),
             target: self.target.clone(),
             hold: self.hold,
-            stream_time_ms: now_ms() as i64 - self.lag_ms,
+            stream_time_ms: self.heartbeat_ms,
         }
     }
 
