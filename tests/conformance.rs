@@ -533,10 +533,15 @@ fn readout(conn: &mut redis::Connection, key: &str, field_ttls: bool) -> String 
         _ => String::new(),
     };
     let pttl: i64 = redis::cmd("PTTL").arg(key).query(conn).unwrap();
-    let expiry = if pttl < 0 {
-        "no TTL".to_string()
-    } else {
-        format!("expires at {}s", (now_ms() as i64 + pttl + 500) / 1000)
+    let now = now_ms() as i64;
+    // An expiry ferry holds on a target until the source's stream reaches it stands for its
+    // own one, 2^40 ms earlier.
+    let expiry = match (pttl >= 0).then_some(now + pttl) {
+        None => "no TTL".to_string(),
+        Some(at) => {
+            let at = ferry_engine::sync::held_expiry(at, now).unwrap_or(at);
+            format!("expires at {}s", (at + 500) / 1000)
+        }
     };
     format!("{kind} {value} {expiry}")
 }

@@ -63,7 +63,13 @@ fn expire_at(node: &dyn Node, key: impl redis::ToRedisArgs) -> i64 {
         return pttl;
     }
     let now_ms = time[0].parse::<i64>().unwrap() * 1000 + time[1].parse::<i64>().unwrap() / 1000;
-    now_ms + pttl
+    // An expiry ferry holds on the target until the source's stream reaches it stands for
+    // its own (and once that has passed, the key is gone as far as the copy goes).
+    match ferry_engine::sync::held_expiry(now_ms + pttl, now_ms) {
+        Some(held) if held <= now_ms => -2,
+        Some(held) => held,
+        None => now_ms + pttl,
+    }
 }
 
 /// Each relative form a source before 7.0 replicates as it was sent; returns the keys.
