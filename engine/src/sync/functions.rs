@@ -94,7 +94,12 @@ pub async fn install(
                     .call(&[&b"FUNCTION"[..], b"DELETE", &name])
                     .await
                     .map_err(link_error)?;
-                if let Frame::Error(_) = reply {
+                if let Frame::Error(e) = &reply {
+                    // Another shard's stream deleted it meanwhile (its source master dropped
+                    // it too): what this delete was for is done.
+                    if String::from_utf8_lossy(e).contains("not found") {
+                        continue;
+                    }
                     return Err(rejected(
                         "FUNCTION DELETE",
                         String::from_utf8_lossy(&name).into_owned(),
