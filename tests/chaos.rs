@@ -31,7 +31,12 @@ fn the_whole_catalogue_reaches_its_verdicts() {
         dir.path().to_str().unwrap(),
     ]);
     let junit = std::fs::read_to_string(&report).unwrap_or_default();
-    assert_eq!(code, Some(0), "{text}\n{junit}");
+    assert_eq!(
+        code,
+        Some(0),
+        "{text}\n{junit}\n{}",
+        engine_errors(dir.path())
+    );
     let listed = ferry(&["chaos", "list"]).1.lines().count();
     assert!(listed >= 15, "{listed} scenarios");
     assert!(
@@ -108,4 +113,23 @@ fn scenarios_run_on_containers_too() {
     let scenarios = json["scenarios"].as_array().expect("scenarios");
     assert_eq!(scenarios.len(), 3);
     assert!(scenarios.iter().all(|s| s["passed"] == true), "{json}");
+}
+
+/// The error lines of every engine log the runner kept, for a failure's message: the log
+/// directory is gone once the test ends.
+fn engine_errors(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for line in text
+                .lines()
+                .filter(|l| l.contains("ERROR") || l.starts_with("error:"))
+            {
+                out.push_str(&format!("{}: {line}\n", path.display()));
+            }
+        }
+    }
+    out
 }
